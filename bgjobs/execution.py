@@ -1,0 +1,439 @@
+"""The execution core: run a job once, and the job table every manager shares.
+
+Every way a job can start — a timer tick, :meth:`~ManagedJobs.trigger_job`, an HTTP
+dispatch from Vercel or Trigger.dev, ``bgjobs exec`` — goes through
+:meth:`ManagedJobs.run`. It takes the job's overlap lock without blocking (a busy job is
+skipped and counted, never queued), records status and metrics, turns an exception into
+a ``failed`` status plus an ERROR log with the traceback, and runs ``async def`` jobs on
+an event loop of their own. Managers differ only in *what starts a run*: they implement
+:meth:`ManagedJobs._start` and :meth:`ManagedJobs._cancel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    List,
+    Literal,
+    Mapping,
+    Optional,
+    Tuple,
+)
+
+from .errors import JobNotFoundError
+from .metrics import MetricsAggregator
+from .schedules import (
+    Clock,
+    IntervalSchedule,
+    Schedule,
+    SystemClock,
+    parse_cron,
+    parse_interval,
+    resolve_timezone,
+)
+from .types import (
+    BackgroundJobManager,
+    Interval,
+    JobFunc,
+    JobMetrics,
+    JobStatus,
+    JobStatusType,
+    TimezoneArg,
+)
+
+__all__ = ["DispatchOutcome", "Job", "ManagedJobs", "call_job", "validate_job"]
+
+logger = logging.getLogger(__name__)
+
+DispatchOutcome = Literal["ran", "busy", "stopped", "not_found"]
+"""What a dispatch did: ran the job, found it running, found it stopped, or no such job."""
+
+RunContext = Callable[[], ContextManager[Any]]
+"""A factory for a context every run happens inside, e.g. Flask's ``app.app_context``."""
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+def validate_job(job_id: object, name: object, job: object) -> None:
+    """Fail fast on arguments no manager can schedule, naming the job and the bad value."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise ValueError(f"job id must be a non-empty string, got {job_id!r}")
+    if job_id != job_id.strip() or "/" in job_id or any(ch.isspace() for ch in job_id):
+        raise ValueError(
+            f"job id {job_id!r} may not contain '/' or whitespace: it appears in URLs, "
+            "lock file names and Trigger.dev keys (use e.g. 'repository-sync')"
+        )
+    if not isinstance(name, str):
+        raise TypeError(f"job {job_id!r}: name must be a string, got {name!r}")
+    if not callable(job):
+        raise TypeError(f"job {job_id!r}: job must be callable, got {job!r}")
+
+
+def call_job(func: JobFunc) -> None:
+    """Call ``func``; if it returns an awaitable (an ``async def`` job), run it to completion."""
+    result = func()
+    if hasattr(result, "__await__"):
+        _run_awaitable(result)
+
+
+def _run_awaitable(awaitable: Any) -> None:
+    import asyncio  # costly to import; only async jobs pay for it
+
+    async def _await() -> None:
+        await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(_await())
+        return
+    # Called from a thread that already runs a loop (e.g. trigger_job inside async code):
+    # asyncio.run() would refuse, so give the job a loop on a thread of its own.
+    failure: List[BaseException] = []
+
+    def _worker() -> None:
+        try:
+            asyncio.run(_await())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=_worker, name="bgjobs-async", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+class Job:
+    """One job: its definition and its live state.
+
+    The definition (``id``, ``name``, ``func``, ``schedule``) never changes; replacing a
+    job makes a new :class:`Job` that inherits the old one's ``run_lock``, so the old and
+    new schedules can never run the job twice at once.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        name: str,
+        func: JobFunc,
+        schedule: Optional[Schedule],
+        *,
+        run_lock: Optional[threading.Lock] = None,
+    ) -> None:
+        self.id = job_id
+        self.name = name
+        self.func = func
+        self.schedule = schedule
+        # Held for the whole of a run, acquired without blocking: the overlap guard.
+        self.run_lock = run_lock or threading.Lock()
+        # Guards every mutable field below; never held across a job call.
+        self.state_lock = threading.Lock()
+        self.status: JobStatusType = "scheduled"
+        self.stopped = False
+        self.last_run: Optional[datetime] = None
+        self.next_run: Optional[datetime] = None
+        self.duration = 0.0
+        self.error: Optional[str] = None
+        self.runs = 0
+        self.failures = 0
+        self.skips = 0
+        self.runner: Optional[str] = None
+        self.sync_error: Optional[str] = None
+        #: Manager-specific handle for what triggers runs (a Timer, a registration...).
+        self.handle: Any = None
+
+    @property
+    def description(self) -> str:
+        return self.schedule.description if self.schedule is not None else "manual"
+
+    def snapshot(self) -> JobStatus:
+        with self.state_lock:
+            return JobStatus(
+                id=self.id,
+                name=self.name,
+                status=self.status,
+                last_run=self.last_run,
+                next_run=self.next_run,
+                duration=self.duration,
+                error=self.error if self.status == "failed" else None,
+                schedule=self.description,
+                runs=self.runs,
+                failures=self.failures,
+                skips=self.skips,
+                runner=self.runner,
+                last_sync_error=self.sync_error,
+            )
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id!r} {self.description} {self.status}>"
+
+
+class ManagedJobs(BackgroundJobManager):
+    """A :class:`BackgroundJobManager` with the job table and the execution core built in.
+
+    Subclasses say what starts runs by implementing :meth:`_start` (called under the
+    table lock when a job is installed) and :meth:`_cancel` (when it is stopped or
+    replaced); they may veto a schedule in :meth:`_check_schedule`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Optional[Clock] = None,
+        env: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._env = env
+        # Guards _jobs (id -> Job, in scheduling order). Never held across a job call.
+        self._jobs_lock = threading.RLock()
+        self._jobs: Dict[str, Job] = {}
+        self._metrics = MetricsAggregator(lambda: _utc(self._clock.time()))
+        # Guards _running (thread ident -> job id of the run on that thread); notified
+        # whenever a run ends so stop_all_jobs(wait=True) can wake up.
+        self._idle = threading.Condition(threading.Lock())
+        self._running: Dict[int, str] = {}
+        self._run_context: Optional[RunContext] = None
+
+    # -- hooks for subclasses ---------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        """Begin triggering runs of a freshly installed job. Called with the table lock held."""
+
+    def _cancel(self, job: Job) -> None:
+        """Stop triggering runs of ``job`` (stopped or replaced). Must not block on a run."""
+
+    def _check_schedule(self, job_id: str, schedule: Schedule) -> None:
+        """Raise :class:`~bgjobs.errors.InvalidScheduleError` if this runtime cannot run it."""
+
+    def _try_claim(self, job: Job) -> bool:
+        """Claim the run beyond this process (e.g. a host-wide lock). ``False`` = busy."""
+        return True
+
+    def _release_claim(self, job: Job) -> None:
+        """Release what :meth:`_try_claim` took."""
+
+    # -- configuration ----------------------------------------------------------------
+
+    def set_run_context(self, factory: Optional[RunContext]) -> None:
+        """Run every job inside ``factory()`` (e.g. ``app.app_context``); ``None`` to clear."""
+        self._run_context = factory
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def schedule_job(self, id: str, name: str, job: JobFunc, interval: Interval) -> None:
+        validate_job(id, name, job)
+        self._install(Job(id, name, job, IntervalSchedule(parse_interval(id, interval))))
+
+    def schedule_cron_job(
+        self,
+        id: str,
+        name: str,
+        job: JobFunc,
+        cron_expression: str,
+        *,
+        timezone: TimezoneArg = None,
+    ) -> None:
+        validate_job(id, name, job)
+        tz = resolve_timezone(id, timezone, self._env)
+        self._install(Job(id, name, job, parse_cron(id, cron_expression, tz)))
+
+    def _install(self, job: Job) -> None:
+        if job.schedule is not None:
+            self._check_schedule(job.id, job.schedule)
+        with self._jobs_lock:
+            old = self._jobs.get(job.id)
+            if old is not None:
+                job.run_lock = old.run_lock
+                self._mark_stopped(old)
+                self._cancel(old)
+            self._jobs[job.id] = job
+            try:
+                self._start(job)
+            except BaseException:
+                # Nothing half-registered: restore what was there before.
+                if old is None:
+                    del self._jobs[job.id]
+                else:
+                    self._jobs[job.id] = old
+                raise
+        logger.debug("scheduled job %r (%s): %s", job.id, job.name, job.description)
+
+    def _job(self, job_id: str) -> Optional[Job]:
+        with self._jobs_lock:
+            return self._jobs.get(job_id)
+
+    def _all_jobs(self) -> List[Job]:
+        with self._jobs_lock:
+            return list(self._jobs.values())
+
+    # -- stopping -----------------------------------------------------------------------
+
+    @staticmethod
+    def _mark_stopped(job: Job) -> None:
+        with job.state_lock:
+            job.stopped = True
+            job.status = "stopped"
+            job.next_run = None
+
+    def stop_job(self, id: str) -> None:
+        job = self._job(id)
+        if job is None:
+            return
+        self._mark_stopped(job)
+        self._cancel(job)
+
+    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+        for job in self._all_jobs():
+            self._mark_stopped(job)
+            self._cancel(job)
+        if wait:
+            self.wait_idle(timeout)
+
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
+        """Block until no job runs (a run on the calling thread excepted), or ``timeout``.
+
+        Returns ``True`` when idle, ``False`` when the timeout passed first.
+        """
+        me = threading.get_ident()
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: not any(ident != me for ident in self._running), timeout
+            )
+
+    def running_job_ids(self) -> List[str]:
+        """Ids of the jobs running right now in this process."""
+        with self._idle:
+            return list(self._running.values())
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, job: Job) -> bool:
+        """Run ``job`` once in the calling thread unless it is already running.
+
+        Returns ``False`` (and counts a skip) when the job is busy; otherwise runs it,
+        records the outcome and returns ``True``. A job's exception is logged at ERROR
+        with its traceback and never propagates.
+        """
+        if not job.run_lock.acquire(blocking=False):
+            self._skip(job)
+            return False
+        try:
+            if not self._try_claim(job):
+                self._skip(job)
+                return False
+            try:
+                self._run_claimed(job)
+            finally:
+                self._release_claim(job)
+        finally:
+            job.run_lock.release()
+        return True
+
+    def _skip(self, job: Job) -> None:
+        with job.state_lock:
+            job.skips += 1
+        self._metrics.record_skip()
+        logger.info(
+            "job %r is still running, so this run was skipped (bgjobs never runs a job "
+            "twice at once)",
+            job.id,
+        )
+
+    def _run_claimed(self, job: Job) -> None:
+        me = threading.get_ident()
+        started = self._clock.monotonic()
+        with job.state_lock:
+            job.status = "running"
+            job.last_run = _utc(self._clock.time())
+        with self._idle:
+            self._running[me] = job.id
+        error: Optional[str] = None
+        try:
+            logger.debug("job %r (%s) started", job.id, job.name)
+            if self._run_context is None:
+                call_job(job.func)
+            else:
+                with self._run_context():
+                    call_job(job.func)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "job %r (%s) failed after %.3fs: %s",
+                job.id,
+                job.name,
+                self._clock.monotonic() - started,
+                error,
+                exc_info=True,
+            )
+        except BaseException as exc:  # SystemExit/KeyboardInterrupt: record, then let go
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            duration = self._clock.monotonic() - started
+            self._finish(job, duration, error)
+            with self._idle:
+                del self._running[me]
+                self._idle.notify_all()
+
+    def _finish(self, job: Job, duration: float, error: Optional[str]) -> None:
+        with job.state_lock:
+            job.duration = duration
+            job.runs += 1
+            if error is not None:
+                job.failures += 1
+            if job.stopped:
+                job.status = "stopped"
+            else:
+                job.status = "completed" if error is None else "failed"
+            job.error = error
+        self._metrics.record_run(duration, succeeded=error is None)
+        if error is None:
+            logger.debug("job %r completed in %.3fs", job.id, duration)
+
+    def trigger_job(self, id: str) -> bool:
+        job = self._job(id)
+        if job is None:
+            raise JobNotFoundError(id)
+        return self.run(job)
+
+    def dispatch(self, id: str) -> Tuple[DispatchOutcome, Optional[JobStatus]]:
+        """Run a job for a remote scheduler (HTTP dispatch, ``bgjobs exec``).
+
+        Unlike :meth:`trigger_job`, a job stopped in this process is not run.
+        Returns the outcome and the job's status afterwards (``None`` if not found).
+        """
+        job = self._job(id)
+        if job is None:
+            return "not_found", None
+        with job.state_lock:
+            stopped = job.stopped
+        if stopped:
+            return "stopped", job.snapshot()
+        ran = self.run(job)
+        return ("ran" if ran else "busy"), job.snapshot()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get_job_status(self, id: str) -> Optional[JobStatus]:
+        job = self._job(id)
+        return job.snapshot() if job is not None else None
+
+    def get_all_job_statuses(self) -> List[JobStatus]:
+        return [job.snapshot() for job in self._all_jobs()]
+
+    def get_job_metrics(self) -> JobMetrics:
+        return self._metrics.snapshot()
+
+    def __repr__(self) -> str:
+        with self._jobs_lock:
+            count = len(self._jobs)
+        return f"<{type(self).__name__} jobs={count}>"

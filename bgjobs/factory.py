@@ -1,0 +1,102 @@
+"""Building the manager for the configured mode, and the process-wide singleton.
+
+The mode comes from :func:`bgjobs.config.get_scheduling_mode` and nowhere else, so the
+factory and the mode function can never disagree (the original's did).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Optional
+
+from .config import Env, get_scheduling_mode, get_trigger_dev_config
+from .registry import JobRegistry
+from .types import BackgroundJobManager
+
+__all__ = [
+    "create_job_manager",
+    "get_job_manager",
+    "initialize_background_jobs",
+    "reset_job_manager",
+]
+
+logger = logging.getLogger(__name__)
+
+# Guards _manager: the one documented piece of global mutable state.
+_manager_lock = threading.Lock()
+_manager: Optional[BackgroundJobManager] = None
+
+
+def create_job_manager(env: Optional[Env] = None) -> BackgroundJobManager:
+    """A new manager for the mode :func:`~bgjobs.config.get_scheduling_mode` picks.
+
+    disabled → :class:`~bgjobs.noop.NoOpJobManager`, local →
+    :class:`~bgjobs.local.LocalJobManager`, vercel → :class:`~bgjobs.vercel.VercelJobManager`,
+    trigger-dev → :class:`~bgjobs.triggerdev.TriggerDevJobManager`.
+    """
+    mode = get_scheduling_mode(env)
+    trigger_config = get_trigger_dev_config(env)
+    if trigger_config.is_partially_configured:
+        logger.warning(
+            "Trigger.dev is partially configured (%r): it needs TRIGGER_DEV_API_KEY and a "
+            "valid TRIGGER_DEV_API_URL; not using it",
+            trigger_config,
+        )
+    logger.info("bgjobs scheduling mode: %s", mode)
+    manager: BackgroundJobManager
+    if mode == "disabled":
+        from .noop import NoOpJobManager
+
+        manager = NoOpJobManager()
+    elif mode == "local":
+        from .local import LocalJobManager
+
+        manager = LocalJobManager(env=env)
+    elif mode == "vercel":
+        from .vercel import VercelJobManager
+
+        manager = VercelJobManager(env=env)
+    else:
+        from .triggerdev import TriggerDevJobManager
+
+        manager = TriggerDevJobManager(trigger_config, env=env)
+    return manager
+
+
+def get_job_manager() -> BackgroundJobManager:
+    """The process-wide manager, created from ``os.environ`` on first call.
+
+    Exactly one instance is created however many threads race for it.
+    """
+    global _manager
+    manager = _manager
+    if manager is not None:
+        return manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = create_job_manager()
+        return _manager
+
+
+def reset_job_manager() -> None:
+    """Stop every job of the singleton and drop it; the next call makes a fresh one."""
+    global _manager
+    with _manager_lock:
+        manager, _manager = _manager, None
+    if manager is not None:
+        manager.stop_all_jobs()
+
+
+def initialize_background_jobs(
+    registry: JobRegistry, manager: Optional[BackgroundJobManager] = None
+) -> BackgroundJobManager:
+    """Schedule ``registry``'s jobs on ``manager`` (default: the singleton), once.
+
+    Thread-safe and idempotent; if scheduling fails the call raises and a later call
+    tries again. Returns the manager.
+    """
+    target = manager if manager is not None else get_job_manager()
+    if registry.apply_once(target):
+        logger.info("bgjobs: scheduled %d job(s) on %r", len(registry), target)
+    return target

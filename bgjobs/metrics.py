@@ -1,0 +1,67 @@
+"""A thread-safe aggregator of run counts and durations across all jobs of a manager."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from .types import JobMetrics
+
+__all__ = ["MetricsAggregator"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MetricsAggregator:
+    """Counts runs, failures, skips and total duration; hands out frozen snapshots.
+
+    Every update is a few integer additions under one lock, so the counts always add
+    up (``successful + failed == total``) however many threads record at once.
+    """
+
+    def __init__(self, now: Optional[Callable[[], datetime]] = None) -> None:
+        self._now = now or _utcnow
+        # Guards every counter below; held only for arithmetic, never across a job.
+        self._metrics_lock = threading.Lock()
+        self._successful = 0
+        self._failed = 0
+        self._skipped = 0
+        self._total_duration = 0.0
+        self._last_cleanup = self._now()
+
+    def record_run(self, duration: float, *, succeeded: bool) -> None:
+        """Count one finished run (successful or not) and its duration in seconds."""
+        with self._metrics_lock:
+            if succeeded:
+                self._successful += 1
+            else:
+                self._failed += 1
+            self._total_duration += duration
+
+    def record_skip(self) -> None:
+        """Count one run attempt refused because the job was still running."""
+        with self._metrics_lock:
+            self._skipped += 1
+
+    def reset(self) -> None:
+        """Zero every counter and set ``last_cleanup`` to now."""
+        with self._metrics_lock:
+            self._successful = self._failed = self._skipped = 0
+            self._total_duration = 0.0
+            self._last_cleanup = self._now()
+
+    def snapshot(self) -> JobMetrics:
+        """The current totals as an immutable :class:`~bgjobs.types.JobMetrics`."""
+        with self._metrics_lock:
+            total = self._successful + self._failed
+            return JobMetrics(
+                total_executions=total,
+                successful_jobs=self._successful,
+                failed_jobs=self._failed,
+                average_job_duration=self._total_duration / total if total else 0.0,
+                last_cleanup=self._last_cleanup,
+                skipped_executions=self._skipped,
+            )

@@ -1,0 +1,184 @@
+"""Declaring an app's jobs once, for every runtime to read.
+
+::
+
+    from bgjobs import JobRegistry
+
+    jobs = JobRegistry()
+
+    @jobs.interval("repository-sync", "Repository Synchronization", minutes=5)
+    def sync_repository(): ...
+
+    @jobs.cron("subscription-renewal-reminder", "Subscription Renewal Reminder", "0 9 * * *")
+    def send_renewal_reminders(): ...
+
+Local timers (:func:`bgjobs.initialize_background_jobs`), the Flask extension, Vercel's
+``vercel.json``, Trigger.dev's ``bgjobs sync`` and ``bgjobs exec`` all take the jobs from
+here. Declarations are validated immediately, so a typo fails at import, not at 9 am.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable, Dict, Iterator, List, Optional, TypeVar
+
+from .execution import validate_job
+from .schedules import parse_cron, parse_interval, resolve_timezone
+from .types import BackgroundJobManager, Interval, JobFunc, TimezoneArg
+
+__all__ = ["JobDefinition", "JobRegistry"]
+
+F = TypeVar("F", bound=Callable[[], object])
+
+
+@dataclass(frozen=True)
+class JobDefinition:
+    """One declared job: an interval (``interval`` seconds) or a cron (``cron``), never both."""
+
+    id: str
+    name: str
+    func: JobFunc
+    interval: Optional[float] = None
+    cron: Optional[str] = None
+    timezone: TimezoneArg = None
+
+    @property
+    def schedule_text(self) -> str:
+        """``"every 300s"`` or ``"cron 0 9 * * *"`` (plus the timezone when one was given)."""
+        if self.interval is not None:
+            return f"every {self.interval:g}s"
+        tz = f" ({self.timezone})" if self.timezone is not None else ""
+        return f"cron {self.cron}{tz}"
+
+    def schedule_on(self, manager: BackgroundJobManager) -> None:
+        """Schedule this job on ``manager``."""
+        if self.interval is not None:
+            manager.schedule_job(self.id, self.name, self.func, self.interval)
+        else:
+            assert self.cron is not None
+            manager.schedule_cron_job(
+                self.id, self.name, self.func, self.cron, timezone=self.timezone
+            )
+
+
+class JobRegistry:
+    """An ordered, thread-safe collection of :class:`JobDefinition`, filled by decorators."""
+
+    def __init__(self) -> None:
+        # Guards _jobs; also serialises initialize_background_jobs for this registry.
+        self._lock = threading.RLock()
+        self._jobs: Dict[str, JobDefinition] = {}
+        self._applied_to: weakref.WeakSet[BackgroundJobManager] = weakref.WeakSet()
+
+    # -- declaring --------------------------------------------------------------------
+
+    def interval(
+        self,
+        id: str,
+        name: str,
+        *,
+        seconds: float = 0,
+        minutes: float = 0,
+        hours: float = 0,
+        days: float = 0,
+        every: Optional[timedelta] = None,
+    ) -> Callable[[F], F]:
+        """Decorator: run the function every ``every`` (or the sum of the unit arguments)."""
+        if every is None:
+            every = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
+        elif seconds or minutes or hours or days:
+            raise TypeError(f"job {id!r}: give either every= or seconds/minutes/hours/days")
+
+        def decorator(func: F) -> F:
+            self.add_interval(id, name, func, every)
+            return func
+
+        return decorator
+
+    def cron(
+        self, id: str, name: str, expression: str, *, timezone: TimezoneArg = None
+    ) -> Callable[[F], F]:
+        """Decorator: run the function at the cron expression's fire times."""
+
+        def decorator(func: F) -> F:
+            self.add_cron(id, name, func, expression, timezone=timezone)
+            return func
+
+        return decorator
+
+    def add_interval(self, id: str, name: str, func: JobFunc, interval: Interval) -> None:
+        """Declare an interval job without a decorator."""
+        validate_job(id, name, func)
+        seconds = parse_interval(id, interval)
+        self._add(JobDefinition(id, name, func, interval=seconds))
+
+    def add_cron(
+        self,
+        id: str,
+        name: str,
+        func: JobFunc,
+        expression: str,
+        *,
+        timezone: TimezoneArg = None,
+    ) -> None:
+        """Declare a cron job without a decorator."""
+        validate_job(id, name, func)
+        # A named timezone is checked now; None stays None so each manager's default applies.
+        tz = resolve_timezone(id, timezone) if timezone is not None else None
+        parse_cron(id, expression, tz or resolve_timezone(id, "UTC"))
+        self._add(JobDefinition(id, name, func, cron=expression, timezone=timezone))
+
+    def _add(self, definition: JobDefinition) -> None:
+        with self._lock:
+            if definition.id in self._jobs:
+                raise ValueError(f"job {definition.id!r} is declared twice in this registry")
+            self._jobs[definition.id] = definition
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, id: str) -> Optional[JobDefinition]:
+        """The definition of ``id``, or ``None``."""
+        with self._lock:
+            return self._jobs.get(id)
+
+    def definitions(self) -> List[JobDefinition]:
+        """Every definition, in declaration order."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def __iter__(self) -> Iterator[JobDefinition]:
+        return iter(self.definitions())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def __contains__(self, id: object) -> bool:
+        with self._lock:
+            return id in self._jobs
+
+    def __repr__(self) -> str:
+        return f"<JobRegistry {[d.id for d in self.definitions()]}>"
+
+    # -- applying -----------------------------------------------------------------------
+
+    def apply(self, manager: BackgroundJobManager) -> None:
+        """Schedule every job on ``manager`` (again, if already done: it replaces them)."""
+        for definition in self.definitions():
+            definition.schedule_on(manager)
+
+    def apply_once(self, manager: BackgroundJobManager) -> bool:
+        """Schedule every job on ``manager`` unless that already succeeded.
+
+        Thread-safe; the manager is marked done only after every job was scheduled, so a
+        failed attempt can simply be retried. Returns ``True`` if this call did the work.
+        """
+        with self._lock:
+            if manager in self._applied_to:
+                return False
+            self.apply(manager)
+            self._applied_to.add(manager)
+            return True

@@ -1,0 +1,221 @@
+"""Public types of the bgjobs contract: statuses, metrics, configuration and the manager ABC.
+
+Everything here is a plain value or an interface; behaviour lives in the modules named
+for it (``execution``, ``local``, ``triggerdev`` ...).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Union
+
+__all__ = [
+    "BackgroundJobManager",
+    "Interval",
+    "JobFunc",
+    "JobMetrics",
+    "JobStatus",
+    "JobStatusType",
+    "SchedulingMode",
+    "TimezoneArg",
+    "TriggerDevConfig",
+]
+
+JobStatusType = Literal["running", "completed", "failed", "scheduled", "stopped"]
+"""Lifecycle: scheduled → running → completed | failed → running …; stopped."""
+
+SchedulingMode = Literal["trigger-dev", "vercel", "local", "disabled"]
+"""Which runtime the factory builds (see :func:`bgjobs.config.get_scheduling_mode`)."""
+
+JobFunc = Callable[[], Union[Any, Awaitable[Any]]]
+"""A job: any callable taking no arguments. An ``async def`` function is accepted too."""
+
+Interval = Union[int, float, timedelta]
+"""An interval in seconds, or a :class:`datetime.timedelta`."""
+
+TimezoneArg = Union[str, tzinfo, None]
+"""An IANA timezone name (``"Europe/Paris"``), a ``tzinfo``, or ``None`` for the default."""
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """An immutable snapshot of one job.
+
+    ``last_run`` is when the last run *started*; ``next_run`` is ``None`` when nothing is
+    scheduled (stopped, or a runtime whose schedule lives elsewhere and is not known yet).
+    ``error`` is set only while ``status == "failed"``: ``"ExceptionType: message"``.
+    """
+
+    id: str
+    name: str
+    status: JobStatusType
+    last_run: Optional[datetime] = None
+    next_run: Optional[datetime] = None
+    duration: float = 0.0
+    error: Optional[str] = None
+    schedule: str = ""
+    """Human description of the schedule: ``"every 300s"``, ``"cron 0 9 * * * (UTC)"``."""
+    runs: int = 0
+    """Completed runs of this job (successful or failed)."""
+    failures: int = 0
+    skips: int = 0
+    """Run attempts refused because this job was still running."""
+    runner: Optional[str] = None
+    """Which process runs this schedule when that is not simply this one (multi-process
+    modes): e.g. ``"this process (pid 42)"`` or ``"another process (pid 17)"``."""
+    last_sync_error: Optional[str] = None
+    """Runtimes that register schedules remotely: why the last registration failed."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "last_run": _iso(self.last_run),
+            "next_run": _iso(self.next_run),
+            "duration": self.duration,
+            "error": self.error,
+            "schedule": self.schedule,
+            "runs": self.runs,
+            "failures": self.failures,
+            "skips": self.skips,
+            "runner": self.runner,
+            "last_sync_error": self.last_sync_error,
+        }
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """Aggregate counters over every job of a manager since it was created (or reset).
+
+    ``total_executions`` counts runs, not jobs; ``average_job_duration`` is the mean over
+    all runs in seconds; ``skipped_executions`` counts run attempts refused because the
+    job was still running (overlap protection), which are not executions.
+    """
+
+    total_executions: int
+    successful_jobs: int
+    failed_jobs: int
+    average_job_duration: float
+    last_cleanup: datetime
+    skipped_executions: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
+        return {
+            "total_executions": self.total_executions,
+            "successful_jobs": self.successful_jobs,
+            "failed_jobs": self.failed_jobs,
+            "average_job_duration": self.average_job_duration,
+            "last_cleanup": self.last_cleanup.isoformat(),
+            "skipped_executions": self.skipped_executions,
+        }
+
+
+@dataclass(frozen=True)
+class TriggerDevConfig:
+    """Trigger.dev settings as read by :func:`bgjobs.config.get_trigger_dev_config`.
+
+    ``settings_given`` records whether any Trigger.dev variable was present at all, which
+    is what separates "partially configured" from "not configured". The API key is kept
+    out of ``repr`` so the object can be logged.
+    """
+
+    enabled: bool = False
+    api_key: Optional[str] = field(default=None, repr=False)
+    api_url: str = "https://api.trigger.dev"
+    environment: str = "development"
+    settings_given: bool = False
+
+    @property
+    def is_fully_configured(self) -> bool:
+        """An API key is present and the API URL is a valid http(s) URL."""
+        from .config import is_valid_url
+
+        return bool(self.api_key) and is_valid_url(self.api_url)
+
+    @property
+    def is_partially_configured(self) -> bool:
+        """Some Trigger.dev setting was given, but not enough to use it."""
+        return self.settings_given and not self.is_fully_configured
+
+    def __repr__(self) -> str:
+        key = "'***'" if self.api_key else "None"
+        return (
+            f"TriggerDevConfig(enabled={self.enabled!r}, api_key={key}, "
+            f"api_url={self.api_url!r}, environment={self.environment!r})"
+        )
+
+
+class BackgroundJobManager(abc.ABC):
+    """The one interface every runtime implements (local, trigger-dev, vercel, disabled).
+
+    Every method is safe to call from any thread, including from inside a running job.
+    """
+
+    @abc.abstractmethod
+    def schedule_job(self, id: str, name: str, job: JobFunc, interval: Interval) -> None:
+        """Run ``job`` every ``interval`` (seconds or ``timedelta``, > 0).
+
+        The first run is one interval after the call, like JavaScript's ``setInterval``.
+        Scheduling an id that exists replaces that job (it keeps its place in the order).
+        """
+
+    @abc.abstractmethod
+    def schedule_cron_job(
+        self,
+        id: str,
+        name: str,
+        job: JobFunc,
+        cron_expression: str,
+        *,
+        timezone: TimezoneArg = None,
+    ) -> None:
+        """Run ``job`` at the fire times of ``cron_expression``.
+
+        Accepts 5 fields, 6 fields with *seconds first* (``"*/30 * * * * *"``) and the
+        ``@hourly``/``@daily``/``@weekly``/``@monthly``/``@yearly`` aliases. ``timezone`` is an
+        IANA name or tzinfo; ``None`` means ``BGJOBS_TIMEZONE`` or UTC.
+        """
+
+    @abc.abstractmethod
+    def trigger_job(self, id: str) -> bool:
+        """Run the job now in the calling thread and block until it ends.
+
+        Returns ``True`` if it ran (a failure is recorded and logged, not raised) and
+        ``False`` if it was skipped because it is already running. Works for stopped jobs.
+        Raises :class:`~bgjobs.errors.JobNotFoundError` for an unknown id.
+        """
+
+    @abc.abstractmethod
+    def stop_job(self, id: str) -> None:
+        """Cancel future runs; status becomes ``"stopped"``. Idempotent; unknown ids are ignored.
+
+        A run in progress is not interrupted.
+        """
+
+    @abc.abstractmethod
+    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+        """Stop every job; with ``wait``, block until running runs end or ``timeout`` passes.
+
+        Called from inside a job, ``wait`` does not wait for that job's own run.
+        """
+
+    @abc.abstractmethod
+    def get_job_status(self, id: str) -> Optional[JobStatus]:
+        """The job's status snapshot, or ``None`` if no such job is known."""
+
+    @abc.abstractmethod
+    def get_all_job_statuses(self) -> List[JobStatus]:
+        """Status snapshots of every job, in scheduling order."""
+
+    @abc.abstractmethod
+    def get_job_metrics(self) -> JobMetrics:
+        """A snapshot of the aggregate metrics."""
