@@ -1,96 +1,171 @@
 """The ``vercel`` runtime: Vercel Cron calls an HTTP endpoint per job; no timers here.
 
-Each job maps to one entry of ``vercel.json``'s ``crons`` array (``bgjobs vercel-json
-APP`` prints it), whose path is the dispatch endpoint ``<prefix>/<job id>``. Vercel
-calls it with ``Authorization: Bearer $CRON_SECRET``; :mod:`bgjobs.wsgi` checks the
-secret and runs the job through the execution core like every other runtime.
+Each job maps to one entry of ``vercel.json``'s ``crons`` array (:func:`vercel_crons`;
+``bgjobs vercel-json APP`` prints it), whose path is the dispatch endpoint
+``<prefix>/<job id>``. Vercel calls it with ``GET`` and ``Authorization: Bearer
+$CRON_SECRET``; :mod:`bgjobs.wsgi` checks the secret and runs the job through the execution
+core like every other runtime (overlap lock, status, metrics).
 
-Vercel evaluates crons in UTC with minute resolution, so a schedule that cannot be
-written that way (a 7-minute interval, a seconds cron, a non-UTC timezone) is refused
-when it is scheduled rather than silently never firing.
+Vercel evaluates crons in UTC with minute resolution and plain numeric fields, so a
+schedule that cannot be written that way is refused when it is scheduled (and by
+:func:`vercel_crons`) rather than silently never firing: an interval cron cannot express
+exactly (7 minutes), a seconds cron, a non-UTC timezone, names such as ``MON``, or both a
+day of month and a day of week. The id ``status`` is refused too: ``<prefix>/status`` is
+the status endpoint.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Dict, List, Mapping, Optional
+from urllib.parse import quote
 
 from .errors import InvalidScheduleError
 from .execution import Job, ManagedJobs
-from .registry import JobRegistry
-from .schedules import CronSchedule, Schedule, parse_cron, to_five_field_cron
+from .registry import JobDefinition, JobRegistry
+from .schedules import (
+    Clock,
+    CronSchedule,
+    IntervalSchedule,
+    Schedule,
+    parse_cron,
+    resolve_timezone,
+    to_five_field_cron,
+)
+from .types import JobStatus
+from .wsgi import DEFAULT_PREFIX, normalize_prefix
 
-__all__ = ["VercelJobManager", "vercel_crons"]
+__all__ = ["VercelJobManager", "vercel_cron_expression", "vercel_crons"]
+
+# What Vercel's cron parser accepts in a field: numbers, *, lists, ranges and steps.
+_VERCEL_FIELD = re.compile(r"^[0-9*,/-]+$")
+_RESERVED_IDS = frozenset({"status"})
 
 
-def _vercel_cron(job_id: str, schedule: Schedule) -> str:
+def vercel_cron_expression(job_id: str, schedule: Schedule) -> str:
+    """The 5-field UTC cron Vercel runs ``schedule`` with, or :class:`InvalidScheduleError`."""
+    if job_id in _RESERVED_IDS:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: this id cannot be dispatched by Vercel Cron, because "
+            f"<prefix>/{job_id} is the status endpoint; rename the job"
+        )
     if isinstance(schedule, CronSchedule) and not _is_utc(schedule.tz):
         raise InvalidScheduleError(
             f"job {job_id!r}: Vercel Cron runs in UTC, but this job's schedule is "
             f"{schedule.description}; write the expression in UTC (timezone='UTC')"
         )
-    return to_five_field_cron(job_id, schedule)
+    cron = to_five_field_cron(job_id, schedule)
+    fields = cron.split()
+    if not all(_VERCEL_FIELD.match(field) for field in fields):
+        raise InvalidScheduleError(
+            f"job {job_id!r}: Vercel Cron accepts only numbers, '*', ',', '-' and '/' in a "
+            f"cron field, got {cron!r}; write names as numbers (MON → 1, JAN → 1)"
+        )
+    if fields[2] != "*" and fields[4] != "*":
+        raise InvalidScheduleError(
+            f"job {job_id!r}: Vercel Cron cannot restrict both the day of month and the day "
+            f"of week ({cron!r}); set one of them to '*', or split the job in two"
+        )
+    return cron
 
 
 def _is_utc(tz: tzinfo) -> bool:
-    return all(datetime(2024, month, 1, tzinfo=tz).utcoffset() == timedelta(0) for month in (1, 7))
+    """No offset at any time of year (``UTC``, ``Etc/UTC``, ``Africa/Abidjan``...)."""
+    return all(
+        datetime(2024, month, day, tzinfo=tz).utcoffset() == timedelta(0)
+        for month in range(1, 13)
+        for day in (1, 15)
+    )
 
 
 class VercelJobManager(ManagedJobs):
-    """Keeps the job table and runs jobs when the dispatch endpoint is called.
+    """Keeps the job table and runs jobs when the dispatch endpoint is called; no timers.
 
-    ``next_run`` in statuses is the next fire time of the job's UTC cron, which is when
-    Vercel will call.
+    ``next_run`` in statuses is the next fire time of the job's UTC cron — when Vercel
+    will call — and is kept current as time passes. ``clock`` replaces the time source
+    (tests); ``env`` is where ``BGJOBS_TIMEZONE`` is read (default ``os.environ``).
     """
 
-    def __init__(self, *, env: Optional[Mapping[str, Any]] = None) -> None:
-        super().__init__(env=env)
+    def __init__(
+        self,
+        *,
+        clock: Optional[Clock] = None,
+        env: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        super().__init__(clock=clock, env=env)
 
     def _check_schedule(self, job_id: str, schedule: Schedule) -> None:
-        _vercel_cron(job_id, schedule)
+        vercel_cron_expression(job_id, schedule)
 
     def _start(self, job: Job) -> None:
+        assert job.schedule is not None
+        # The handle is the UTC cron Vercel fires on, parsed once.
+        job.handle = parse_cron(job.id, vercel_cron_expression(job.id, job.schedule), timezone.utc)
         self._refresh_next_run(job)
 
     def _refresh_next_run(self, job: Job) -> None:
-        assert job.schedule is not None
-        cron = parse_cron(job.id, _vercel_cron(job.id, job.schedule), timezone.utc)
-        nxt = cron.next_fire(datetime.fromtimestamp(self._clock.time(), timezone.utc))
+        """Move ``next_run`` to the next fire time after now, unless stopped or still ahead."""
+        cron = job.handle
+        if not isinstance(cron, CronSchedule):
+            return
+        now = datetime.fromtimestamp(self._clock.time(), timezone.utc)
+        with job.state_lock:
+            if job.stopped or (job.next_run is not None and job.next_run > now):
+                return
+        nxt = cron.next_fire(now)  # croniter work stays outside the state lock
         with job.state_lock:
             if not job.stopped:
                 job.next_run = nxt
 
     def run(self, job: Job) -> bool:
         ran = super().run(job)
-        if job.schedule is not None:
-            self._refresh_next_run(job)
+        self._refresh_next_run(job)
         return ran
 
+    def get_job_status(self, id: str) -> Optional[JobStatus]:
+        job = self._job(id)
+        if job is None:
+            return None
+        self._refresh_next_run(job)
+        return job.snapshot()
 
-def vercel_crons(registry: JobRegistry, prefix: str = "/api/cron") -> List[Dict[str, str]]:
+    def get_all_job_statuses(self) -> List[JobStatus]:
+        jobs = self._all_jobs()
+        for job in jobs:
+            self._refresh_next_run(job)
+        return [job.snapshot() for job in jobs]
+
+
+def _definition_schedule(definition: JobDefinition, env: Optional[Mapping[str, Any]]) -> Schedule:
+    if definition.interval is not None:
+        return IntervalSchedule(definition.interval)
+    assert definition.cron is not None
+    tz = resolve_timezone(definition.id, definition.timezone, env)
+    return parse_cron(definition.id, definition.cron, tz)
+
+
+def vercel_crons(
+    registry: JobRegistry,
+    prefix: str = DEFAULT_PREFIX,
+    *,
+    env: Optional[Mapping[str, Any]] = None,
+) -> List[Dict[str, str]]:
     """The ``crons`` array for ``vercel.json``: one ``{"path", "schedule"}`` per job.
 
-    Raises :class:`~bgjobs.errors.InvalidScheduleError` naming the first job whose schedule
-    Vercel cannot express.
+    ``path`` is the dispatch endpoint ``<prefix>/<URL-encoded job id>``; ``schedule`` the
+    job's UTC cron (an interval converts exactly, or not at all). ``env`` is where
+    ``BGJOBS_TIMEZONE`` is read for cron jobs declared without a timezone (default
+    ``os.environ``). Raises :class:`~bgjobs.errors.InvalidScheduleError` naming the first
+    job whose schedule Vercel cannot express.
     """
-    from urllib.parse import quote
-
-    from .schedules import IntervalSchedule, resolve_timezone
-
-    base = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    crons: List[Dict[str, str]] = []
-    for definition in registry:
-        schedule: Schedule
-        if definition.interval is not None:
-            schedule = IntervalSchedule(definition.interval)
-        else:
-            assert definition.cron is not None
-            tz = resolve_timezone(definition.id, definition.timezone)
-            schedule = parse_cron(definition.id, definition.cron, tz)
-        crons.append(
-            {
-                "path": f"{base}/{quote(definition.id, safe='')}",
-                "schedule": _vercel_cron(definition.id, schedule),
-            }
-        )
-    return crons
+    base = normalize_prefix(prefix)
+    return [
+        {
+            "path": f"{base}/{quote(definition.id, safe='')}",
+            "schedule": vercel_cron_expression(
+                definition.id, _definition_schedule(definition, env)
+            ),
+        }
+        for definition in registry
+    ]

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can import support_* and fakes
 
-from bgjobs.local import LocalJobManager  # noqa: E402
+from bgjobs.local import LocalJobManager
 
 
 @pytest.fixture

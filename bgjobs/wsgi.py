@@ -1,0 +1,582 @@
+"""The HTTP endpoints, as a framework-free WSGI app: dispatch, status JSON, an HTML page.
+
+Vercel Cron, the Trigger.dev dispatcher task and monitoring tools talk to these; the Flask
+extension (:mod:`bgjobs.flask`) mounts the very same :class:`Endpoints` on a blueprint.
+Standard library only, so any WSGI server or framework can host them::
+
+    # myapp/wsgi.py — served with:  gunicorn myapp.wsgi:app
+    from bgjobs import initialize_background_jobs
+    from bgjobs.wsgi import create_app
+    from myapp.jobs import jobs
+
+    manager = initialize_background_jobs(jobs)
+    app = create_app(manager)          # /api/cron/..., secret from BGJOBS_SECRET/CRON_SECRET
+
+    # ... or next to another WSGI app. DispatcherMiddleware strips the mount point from
+    # PATH_INFO, so the endpoints' own prefix is then "":
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    app = DispatcherMiddleware(website, {"/api/cron": create_app(manager, prefix="")})
+
+Endpoints, under ``prefix`` (default ``/api/cron``; matched against ``PATH_INFO``):
+
+===========================  =========  ==================================================
+``<prefix>/status``          GET, HEAD  ``{"jobs": [<job>, ...], "metrics": {...}}``
+``<prefix>/<job id>``        GET, POST  run the job now (dispatch); 200 with ``<job>``
+``<prefix>/`` (``<prefix>``)  GET, HEAD  an HTML status page that refreshes every 5 s
+===========================  =========  ==================================================
+
+``<job>`` is :meth:`bgjobs.types.JobStatus.to_dict` — snake_case keys, ISO 8601 UTC
+timestamps — the same object in ``/status`` and in a dispatch answer. A dispatch answers
+200 once the job has run, *also when it failed* (``"status": "failed"``, ``"error"`` set);
+404 for an unknown id, 409 when it is already running or is stopped in this process (the
+job is not run). The job runs in the request's thread, so the answer waits for it: give
+the server a timeout longer than the job. ``status`` is not a usable job id here.
+
+Every error answer has one shape, ``{"error": {"status": 409, "message": "..."}}``; a 409
+also carries ``"job": <job>``. Responses are ``application/json; charset=utf-8`` (the
+page ``text/html``) with ``Cache-Control: no-store``. Other methods get 405 with
+``Allow``; paths outside the prefix get 404.
+
+Authentication: ``Authorization: Bearer <secret>``, compared in constant time. The secret is
+the ``secret`` argument, else ``BGJOBS_SECRET``, else ``CRON_SECRET`` (the variable Vercel
+sets) from ``env`` (default ``os.environ``); an empty value counts as unset. It guards every
+endpoint. With no secret configured, requests are accepted only while the app environment
+(``BGJOBS_ENV``/``APP_ENV``, :func:`bgjobs.config.get_app_environment`) is
+``development``; elsewhere they get 401 saying a secret must be configured. Because a
+browser cannot send a Bearer header, the HTML page — and only the page — also accepts
+``?token=<secret>``; the token then sits in the browser history and in access logs, so
+use it on trusted networks. The secret is never put in a response or a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qs
+
+from .config import get_app_environment
+from .errors import JobNotFoundError
+from .schedules import format_seconds
+from .types import BackgroundJobManager, JobMetrics, JobStatus
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from .execution import DispatchOutcome
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "Endpoints",
+    "Response",
+    "WSGIApp",
+    "create_app",
+    "dispatch",
+    "normalize_prefix",
+    "render_status_page",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/api/cron"
+JSON_TYPE = "application/json; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+PAGE_REFRESH_SECONDS = 5
+
+_STATUS_ALLOW = ("GET", "HEAD", "OPTIONS")
+_DISPATCH_ALLOW = ("GET", "POST", "OPTIONS")
+_COMMON_HEADERS = (
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+# The page needs nothing but its own inline CSS; say so, so nothing else can run in it.
+_PAGE_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+def normalize_prefix(prefix: str) -> str:
+    """``"api/cron/"`` → ``"/api/cron"``; ``""`` and ``"/"`` → ``""`` (the root)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string like '/api/cron', got {prefix!r}")
+    stripped = prefix.strip().strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+@dataclass(frozen=True)
+class Response:
+    """A framework-neutral answer: status code, headers and the full body."""
+
+    status: int
+    headers: Tuple[Tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def status_line(self) -> str:
+        """``"200 OK"``, as WSGI's ``start_response`` wants it."""
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
+
+
+def _response(
+    status: int, content_type: str, body: bytes, extra: Iterable[Tuple[str, str]] = ()
+) -> Response:
+    headers = (
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        *_COMMON_HEADERS,
+        *extra,
+    )
+    return Response(status, headers, body)
+
+
+def _json(
+    status: int, payload: Mapping[str, Any], extra: Iterable[Tuple[str, str]] = ()
+) -> Response:
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return _response(status, JSON_TYPE, body, extra)
+
+
+def _error(
+    status: int,
+    message: str,
+    *,
+    job: Optional[JobStatus] = None,
+    extra: Iterable[Tuple[str, str]] = (),
+) -> Response:
+    payload: Dict[str, Any] = {"error": {"status": status, "message": message}}
+    if job is not None:
+        payload["job"] = job.to_dict()
+    return _json(status, payload, extra)
+
+
+def dispatch(
+    manager: BackgroundJobManager, job_id: str
+) -> Tuple[DispatchOutcome, Optional[JobStatus]]:
+    """Run ``job_id`` for a remote scheduler: ``(outcome, status afterwards)``.
+
+    Uses the manager's ``dispatch`` (every manager built on the execution core has it);
+    for any other :class:`BackgroundJobManager` — e.g. the no-op one — falls back to
+    :meth:`~BackgroundJobManager.get_job_status` plus :meth:`~BackgroundJobManager.trigger_job`
+    with the same rules: a stopped job is not run.
+    """
+    own = getattr(manager, "dispatch", None)
+    if callable(own):
+        outcome: DispatchOutcome
+        outcome, status = own(job_id)
+        return outcome, status
+    status = manager.get_job_status(job_id)
+    if status is None:
+        return "not_found", None
+    if status.status == "stopped":
+        return "stopped", status
+    try:
+        ran = manager.trigger_job(job_id)
+    except JobNotFoundError:  # removed between the two calls
+        return "not_found", None
+    return ("ran" if ran else "busy"), manager.get_job_status(job_id) or status
+
+
+def _secret_bytes(secret: Optional[str], env: Mapping[str, Any]) -> Optional[bytes]:
+    if secret:
+        return secret.encode("utf-8")
+    for name in ("BGJOBS_SECRET", "CRON_SECRET"):
+        value = env.get(name)
+        text = str(value).strip() if value is not None else ""
+        if text:
+            return text.encode("utf-8")
+    return None
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def _header_bytes(value: str) -> bytes:
+    # WSGI (PEP 3333) hands headers over as latin-1 decoded bytes; undo that exactly.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
+def _bearer_token(authorization: Optional[str]) -> Optional[bytes]:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return _header_bytes(token.strip())
+
+
+class Endpoints:
+    """The endpoints, independent of any framework: one request in, one :class:`Response` out.
+
+    :class:`WSGIApp` and the Flask blueprint both call :meth:`handle`; neither has
+    endpoint logic of its own. The secret and the app environment are read once, here.
+    """
+
+    def __init__(
+        self,
+        manager: BackgroundJobManager,
+        *,
+        secret: Optional[str] = None,
+        env: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        source: Mapping[str, Any] = os.environ if env is None else env
+        self.manager = manager
+        secret_bytes = _secret_bytes(secret, source)
+        # Only a digest of the secret is kept: nothing here can print the secret itself.
+        self._secret = _digest(secret_bytes) if secret_bytes is not None else None
+        self._environment = get_app_environment(source)
+        if self._secret is None and self._environment == "development":
+            logger.warning(
+                "bgjobs endpoints accept requests without a secret because the app "
+                "environment is development; set BGJOBS_SECRET (or CRON_SECRET) elsewhere"
+            )
+
+    def __repr__(self) -> str:
+        guarded = "secret" if self._secret is not None else f"open ({self._environment})"
+        return f"<Endpoints {guarded} manager={self.manager!r}>"
+
+    # -- the one entry point ------------------------------------------------------------
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        *,
+        authorization: Optional[str] = None,
+        token: Optional[str] = None,
+    ) -> Response:
+        """Answer one request.
+
+        ``path`` is the part after the prefix, already URL-decoded: ``""`` or ``"/"``
+        (the page), ``"/status"`` or ``"/<job id>"``. ``authorization`` is the raw
+        ``Authorization`` header; ``token`` the page's ``?token=`` value, if any. A HEAD
+        request gets the GET answer; stripping the body is the server's job.
+        """
+        method = method.upper()
+        try:
+            if path in ("", "/"):
+                return self._route(method, _STATUS_ALLOW, authorization, token, self._page)
+            if path == "/status":
+                return self._route(method, _STATUS_ALLOW, authorization, None, self._status)
+            job_id = path[1:] if path.startswith("/") else ""
+            if not job_id or "/" in job_id:
+                return _error(404, f"no bgjobs endpoint at {path!r}")
+            return self._route(
+                method, _DISPATCH_ALLOW, authorization, None, lambda: self._dispatch(job_id)
+            )
+        except Exception:
+            logger.error("bgjobs endpoint %s %r failed", method, path, exc_info=True)
+            return _error(500, "internal error in the bgjobs endpoint (see the server log)")
+
+    def _route(
+        self,
+        method: str,
+        allow: Tuple[str, ...],
+        authorization: Optional[str],
+        token: Optional[str],
+        view: Callable[[], Response],
+    ) -> Response:
+        allow_header = ("Allow", ", ".join(allow))
+        if method == "OPTIONS":
+            return _response(204, "text/plain; charset=utf-8", b"", (allow_header,))
+        if method not in allow:
+            return _error(
+                405,
+                f"method {method} is not allowed here; use {' or '.join(allow[:-1])}",
+                extra=(allow_header,),
+            )
+        refusal = self._authorize(authorization, token)
+        if refusal is not None:
+            return refusal
+        return view()
+
+    def _authorize(self, authorization: Optional[str], token: Optional[str]) -> Optional[Response]:
+        """``None`` when the request may proceed, else the 401 answer."""
+        challenge = (("WWW-Authenticate", 'Bearer realm="bgjobs"'),)
+        if self._secret is None:
+            if self._environment == "development":
+                return None
+            logger.warning(
+                "bgjobs refused a request: no secret is configured and the app environment is %r",
+                self._environment,
+            )
+            return _error(
+                401,
+                "no secret is configured: set BGJOBS_SECRET (or CRON_SECRET) to call these "
+                f"endpoints; only the development environment runs without one (this is "
+                f"{self._environment!r})",
+                extra=challenge,
+            )
+        given = _bearer_token(authorization)
+        if given is None and token:
+            given = token.encode("utf-8")
+        # Constant time, and on equal-length digests so that not even the length leaks.
+        if given is not None and hmac.compare_digest(_digest(given), self._secret):
+            return None
+        logger.warning(
+            "bgjobs refused a request: %s", "wrong secret" if given else "no secret given"
+        )
+        return _error(
+            401,
+            "missing or wrong secret: send 'Authorization: Bearer <secret>' with the value "
+            "of BGJOBS_SECRET (or CRON_SECRET)",
+            extra=challenge,
+        )
+
+    # -- views ----------------------------------------------------------------------------
+
+    def _status(self) -> Response:
+        return _json(
+            200,
+            {
+                "jobs": [s.to_dict() for s in self.manager.get_all_job_statuses()],
+                "metrics": self.manager.get_job_metrics().to_dict(),
+            },
+        )
+
+    def _dispatch(self, job_id: str) -> Response:
+        outcome, status = dispatch(self.manager, job_id)
+        logger.info("bgjobs dispatch of job %r: %s", job_id, outcome)
+        if outcome == "not_found" or status is None:
+            return _error(404, f"no job with id {job_id!r} is scheduled on this manager")
+        if outcome == "busy":
+            return _error(409, f"job {job_id!r} is already running; not run again", job=status)
+        if outcome == "stopped":
+            return _error(409, f"job {job_id!r} is stopped in this process; not run", job=status)
+        return _json(200, status.to_dict())
+
+    def _page(self) -> Response:
+        body = render_status_page(
+            self.manager.get_all_job_statuses(),
+            self.manager.get_job_metrics(),
+            title=f"bgjobs — {type(self.manager).__name__}",
+        ).encode("utf-8")
+        return _response(200, HTML_TYPE, body, _PAGE_HEADERS)
+
+
+class WSGIApp:
+    """The WSGI callable :func:`create_app` returns: routes ``prefix`` to :class:`Endpoints`."""
+
+    def __init__(self, endpoints: Endpoints, prefix: str = DEFAULT_PREFIX) -> None:
+        self.endpoints = endpoints
+        self.prefix = normalize_prefix(prefix)
+
+    def __repr__(self) -> str:
+        return f"<WSGIApp prefix={self.prefix or '/'!r} {self.endpoints!r}>"
+
+    def _relative(self, path: str) -> Optional[str]:
+        if path == self.prefix:
+            return ""
+        if path.startswith(self.prefix + "/"):
+            return path[len(self.prefix) :]
+        return None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        # PATH_INFO is already URL-decoded, as latin-1 text of the raw bytes (PEP 3333).
+        raw_path = str(environ.get("PATH_INFO", ""))
+        path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
+        relative = self._relative(path)
+        if relative is None:
+            response = _error(404, f"not found; the bgjobs endpoints are under {self.prefix}/")
+        else:
+            query = parse_qs(str(environ.get("QUERY_STRING", "")))
+            tokens = query.get("token")
+            response = self.endpoints.handle(
+                method,
+                relative,
+                authorization=environ.get("HTTP_AUTHORIZATION"),
+                token=tokens[0] if tokens else None,
+            )
+        start_response(response.status_line, list(response.headers))
+        return [] if method == "HEAD" else [response.body]
+
+
+def create_app(
+    manager: BackgroundJobManager,
+    *,
+    secret: Optional[str] = None,
+    prefix: str = DEFAULT_PREFIX,
+    env: Optional[Mapping[str, Any]] = None,
+) -> WSGIApp:
+    """The WSGI app serving ``manager``'s endpoints under ``prefix`` (see the module doc).
+
+    ``secret`` defaults to ``BGJOBS_SECRET``, else ``CRON_SECRET``, read from ``env``
+    (default ``os.environ``) now, once.
+    """
+    return WSGIApp(Endpoints(manager, secret=secret, env=env), prefix)
+
+
+# -- the HTML page ----------------------------------------------------------------------------
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       margin: 24px; color: #1f2328; background: #f6f8fa; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+h2 { font-size: 15px; margin: 24px 0 8px; }
+.sub { color: #59636e; margin: 0 0 16px; }
+.scroll { overflow-x: auto; background: #fff; border: 1px solid #d1d9e0; border-radius: 6px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 6px 9px; border-bottom: 1px solid #e6eaef;
+         vertical-align: top; }
+th { background: #f0f3f6; font-weight: 600; white-space: nowrap; }
+tbody tr:last-child td { border-bottom: none; }
+tbody tr:hover td { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.time { font-variant-numeric: tabular-nums; min-width: 6.5em; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+td.job { min-width: 10em; }
+td.job .name { display: block; font-weight: 600; }
+td.job .id { color: #59636e; }
+td.error { color: #a40e26; min-width: 14em; overflow-wrap: break-word; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
+         font-weight: 600; background: #eaeef2; color: #1f2328; }
+.badge.running { background: #ddf4ff; color: #0550ae; }
+.badge.completed { background: #dafbe1; color: #116329; }
+.badge.failed { background: #ffebe9; color: #a40e26; }
+.badge.stopped { background: #eaeef2; color: #59636e; }
+.runner { display: block; color: #59636e; font-size: 12px; }
+.muted { color: #8c959f; }
+.nw { white-space: nowrap; }
+.empty { color: #59636e; text-align: center; padding: 16px; }
+dl.metrics { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr));
+             gap: 8px; margin: 0; }
+dl.metrics div { background: #fff; border: 1px solid #d1d9e0; border-radius: 6px;
+                 padding: 8px 12px; }
+dl.metrics dt { color: #59636e; font-size: 12px; }
+dl.metrics dd { margin: 0; font-size: 18px; font-weight: 600;
+                font-variant-numeric: tabular-nums; }
+"""
+
+_COLUMNS = (
+    "Job (name, id)",
+    "Status",
+    "Schedule",
+    "Last run (UTC)",
+    "Next run (UTC)",
+    "Duration",
+    "Runs",
+    "Fails",
+    "Skips",
+    "Error",
+)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _time(value: Optional[datetime], suffix: str = "") -> str:
+    if value is None:
+        return '<span class="muted">—</span>'
+    utc = value.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%d %H:%M:%S") + suffix
+    return f'<time datetime="{_e(utc.isoformat())}">{_e(text)}</time>'
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.3f} s"
+    return format_seconds(round(seconds))
+
+
+def _schedule(description: str) -> str:
+    """``cron 0 9 * * * (Europe/Paris)``: may wrap before the timezone, never inside the cron."""
+    if not description:
+        return _time(None)
+    head, sep, tail = description.partition(" (")
+    parts = [head, f"({tail}"] if sep else [head]
+    return " ".join(f'<span class="nw">{_e(part)}</span>' for part in parts)
+
+
+def _row(status: JobStatus) -> str:
+    runner = f'<span class="runner">{_e(status.runner)}</span>' if status.runner else ""
+    problems = [status.error] if status.error else []
+    if status.last_sync_error:
+        problems.append(f"sync: {status.last_sync_error}")
+    cells = (
+        f'<td class="job"><span class="name">{_e(status.name)}</span>'
+        f' <code class="id">{_e(status.id)}</code></td>',
+        f'<td><span class="badge {_e(status.status)}">{_e(status.status)}</span>{runner}</td>',
+        f'<td class="sched">{_schedule(status.schedule)}</td>',
+        f'<td class="time">{_time(status.last_run)}</td>',
+        f'<td class="time">{_time(status.next_run)}</td>',
+        f'<td class="num">{_e(_duration(status.duration)) if status.runs else _time(None)}</td>',
+        f'<td class="num">{status.runs}</td>',
+        f'<td class="num">{status.failures}</td>',
+        f'<td class="num">{status.skips}</td>',
+        f'<td class="error">{"<br>".join(_e(p) for p in problems)}</td>',
+    )
+    return f'<tr data-job-id="{_e(status.id)}">{"".join(cells)}</tr>'
+
+
+def render_status_page(
+    statuses: List[JobStatus],
+    metrics: JobMetrics,
+    *,
+    title: str = "bgjobs",
+    now: Optional[datetime] = None,
+) -> str:
+    """The HTML status page: a table of jobs and the metrics; every value is escaped.
+
+    Inline CSS only and no script; ``<meta http-equiv="refresh">`` reloads the same URL
+    (``?token=`` included) every :data:`PAGE_REFRESH_SECONDS` seconds.
+    """
+    generated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    if statuses:
+        rows = "\n".join(_row(s) for s in statuses)
+    else:
+        rows = f'<tr><td class="empty" colspan="{len(_COLUMNS)}">No jobs scheduled.</td></tr>'
+    figures = (
+        ("Total executions", str(metrics.total_executions)),
+        ("Successful", str(metrics.successful_jobs)),
+        ("Failed", str(metrics.failed_jobs)),
+        ("Skipped (overlap)", str(metrics.skipped_executions)),
+        ("Average duration", _duration(metrics.average_job_duration)),
+    )
+    metric_items = "".join(
+        f'<div><dt>{_e(label)}</dt><dd data-metric="{_e(label)}">{_e(value)}</dd></div>'
+        for label, value in figures
+    )
+    header = "".join(f"<th>{_e(c)}</th>" for c in _COLUMNS)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{_e(title)}</h1>
+<p class="sub">{len(statuses)} job(s) · generated {_time(generated, " UTC")} · refreshes \
+every {PAGE_REFRESH_SECONDS} s · metrics since {_time(metrics.last_cleanup, " UTC")}</p>
+<div class="scroll"><table>
+<thead><tr>{header}</tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table></div>
+<h2>Metrics</h2>
+<dl class="metrics">{metric_items}</dl>
+</body>
+</html>
+"""

@@ -1,0 +1,242 @@
+"""The vercel runtime: VercelJobManager, vercel_crons, and dispatch by Vercel Cron over HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from typing import Any, List
+
+import pytest
+from support_web import FakeClock, bearer, utc
+from werkzeug.test import Client
+
+from bgjobs import InvalidScheduleError, JobRegistry
+from bgjobs.factory import create_job_manager
+from bgjobs.vercel import VercelJobManager, vercel_cron_expression, vercel_crons
+from bgjobs.wsgi import create_app
+
+CRON_SECRET = "vercel-cron-secret"
+PRODUCTION = {"CRON_SECRET": CRON_SECRET, "BGJOBS_ENV": "production"}
+
+
+def noop() -> None:
+    pass
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(utc(2024, 5, 1, 8, 31, 20))
+
+
+@pytest.fixture
+def vercel(clock: FakeClock) -> VercelJobManager:
+    return VercelJobManager(clock=clock, env={})
+
+
+# -- vercel_crons -------------------------------------------------------------------------------
+
+
+def test_vercel_crons_lists_one_path_and_utc_cron_per_job() -> None:
+    jobs = JobRegistry()
+    jobs.add_interval("repository-sync", "Repository Synchronization", noop, timedelta(minutes=5))
+    jobs.add_interval("hourly", "Hourly", noop, 3600)
+    jobs.add_interval("every-two-hours", "Every two hours", noop, 7200)
+    jobs.add_interval("daily", "Daily", noop, timedelta(days=1))
+    jobs.add_interval("weekly", "Weekly", noop, timedelta(days=7))
+    jobs.add_interval("minutely", "Minutely", noop, 60)
+    jobs.add_cron("renewal-reminder", "Renewal reminder", noop, "0 9 * * *")
+    jobs.add_cron("monthly", "Monthly", noop, "@monthly", timezone="UTC")
+    jobs.add_cron("seconds-zero", "Seconds zero", noop, "0 */15 * * * *")
+    jobs.add_cron("report:eu", "Report", noop, "30 6 * * 1-5", timezone="Etc/UTC")
+
+    assert vercel_crons(jobs) == [
+        {"path": "/api/cron/repository-sync", "schedule": "*/5 * * * *"},
+        {"path": "/api/cron/hourly", "schedule": "0 * * * *"},
+        {"path": "/api/cron/every-two-hours", "schedule": "0 */2 * * *"},
+        {"path": "/api/cron/daily", "schedule": "0 0 * * *"},
+        {"path": "/api/cron/weekly", "schedule": "0 0 * * 0"},
+        {"path": "/api/cron/minutely", "schedule": "* * * * *"},
+        {"path": "/api/cron/renewal-reminder", "schedule": "0 9 * * *"},
+        {"path": "/api/cron/monthly", "schedule": "0 0 1 * *"},
+        {"path": "/api/cron/seconds-zero", "schedule": "*/15 * * * *"},
+        {"path": "/api/cron/report%3Aeu", "schedule": "30 6 * * 1-5"},
+    ]
+
+
+def test_vercel_crons_uses_the_given_prefix() -> None:
+    jobs = JobRegistry()
+    jobs.add_interval("a", "A", noop, 300)
+    assert vercel_crons(jobs, "jobs/") == [{"path": "/jobs/a", "schedule": "*/5 * * * *"}]
+    assert vercel_crons(jobs, "/") == [{"path": "/a", "schedule": "*/5 * * * *"}]
+    assert vercel_crons(JobRegistry()) == []
+
+
+@pytest.mark.parametrize(
+    ("declare", "fragment"),
+    [
+        (lambda r: r.add_interval("odd", "Odd", noop, timedelta(minutes=7)), "7m cannot be"),
+        (lambda r: r.add_interval("odd", "Odd", noop, 90), "1m30s cannot be"),
+        (lambda r: r.add_interval("odd", "Odd", noop, timedelta(days=2)), "cannot be"),
+        (lambda r: r.add_cron("odd", "Odd", noop, "0 9 * * *", timezone="Europe/Paris"), "UTC"),
+        (lambda r: r.add_cron("odd", "Odd", noop, "*/30 * * * * *"), "seconds"),
+        (lambda r: r.add_cron("odd", "Odd", noop, "0 9 * * MON-FRI"), "MON → 1"),
+        (lambda r: r.add_cron("odd", "Odd", noop, "0 9 * JAN *"), "numbers"),
+        (lambda r: r.add_cron("odd", "Odd", noop, "0 9 1 * 1"), "day of month and the day"),
+        (lambda r: r.add_cron("odd", "Odd", noop, "0 9 L * *"), "numbers"),
+    ],
+)
+def test_vercel_crons_refuses_what_vercel_cannot_run_naming_the_job(
+    declare: Any, fragment: str
+) -> None:
+    jobs = JobRegistry()
+    jobs.add_interval("fine", "Fine", noop, 300)
+    declare(jobs)
+    with pytest.raises(InvalidScheduleError, match="job 'odd'") as caught:
+        vercel_crons(jobs)
+    assert fragment in str(caught.value)
+
+
+def test_vercel_crons_refuses_the_reserved_status_id() -> None:
+    jobs = JobRegistry()
+    jobs.add_interval("status", "Status", noop, 300)
+    with pytest.raises(InvalidScheduleError, match=r"job 'status'.*status endpoint"):
+        vercel_crons(jobs)
+
+
+def test_vercel_crons_reads_bgjobs_timezone_for_cron_jobs_without_one() -> None:
+    jobs = JobRegistry()
+    jobs.add_cron("report", "Report", noop, "0 9 * * *")
+    assert vercel_crons(jobs, env={"BGJOBS_TIMEZONE": "UTC"})[0]["schedule"] == "0 9 * * *"
+    with pytest.raises(InvalidScheduleError, match="America/New_York"):
+        vercel_crons(jobs, env={"BGJOBS_TIMEZONE": "America/New_York"})
+
+
+def test_zones_without_any_offset_count_as_utc() -> None:
+    from bgjobs.schedules import parse_cron, resolve_timezone
+
+    for name in ("UTC", "Etc/UTC", "Africa/Abidjan"):
+        schedule = parse_cron("j", "0 9 * * *", resolve_timezone("j", name))
+        assert vercel_cron_expression("j", schedule) == "0 9 * * *"
+    london = parse_cron("j", "0 9 * * *", resolve_timezone("j", "Europe/London"))
+    with pytest.raises(InvalidScheduleError, match="UTC"):
+        vercel_cron_expression("j", london)  # UTC in winter only
+
+
+# -- the manager --------------------------------------------------------------------------------
+
+
+def test_factory_builds_the_vercel_manager_when_vercel_is_set() -> None:
+    assert isinstance(create_job_manager({"VERCEL": "1"}), VercelJobManager)
+    assert isinstance(create_job_manager({"BGJOBS_MODE": "vercel"}), VercelJobManager)
+
+
+def test_scheduling_refuses_what_vercel_cannot_run(vercel: VercelJobManager) -> None:
+    with pytest.raises(InvalidScheduleError, match=r"job 'odd'.*7m"):
+        vercel.schedule_job("odd", "Odd", noop, timedelta(minutes=7))
+    with pytest.raises(InvalidScheduleError, match=r"job 'paris'.*UTC"):
+        vercel.schedule_cron_job("paris", "Paris", noop, "0 9 * * *", timezone="Europe/Paris")
+    with pytest.raises(InvalidScheduleError, match=r"job 'fast'.*seconds"):
+        vercel.schedule_cron_job("fast", "Fast", noop, "*/10 * * * * *")
+    with pytest.raises(InvalidScheduleError, match="job 'status'"):
+        vercel.schedule_job("status", "Status", noop, 300)
+    assert vercel.get_all_job_statuses() == []
+
+
+def test_the_manager_starts_no_threads(vercel: VercelJobManager) -> None:
+    before = {t.name for t in threading.enumerate()}
+    vercel.schedule_job("a", "A", noop, 300)
+    vercel.schedule_cron_job("b", "B", noop, "0 9 * * *")
+    started = {t.name for t in threading.enumerate()} - before
+    assert not [name for name in started if name.startswith("bgjobs")]
+    assert [s.status for s in vercel.get_all_job_statuses()] == ["scheduled", "scheduled"]
+
+
+def test_next_run_is_the_next_utc_cron_fire_and_follows_the_clock(
+    vercel: VercelJobManager, clock: FakeClock
+) -> None:
+    vercel.schedule_job("five", "Five", noop, 300)
+    vercel.schedule_cron_job("nine", "Nine", noop, "0 9 * * *")
+    assert vercel.get_job_status("five").next_run == utc(2024, 5, 1, 8, 35)  # type: ignore[union-attr]
+    assert vercel.get_job_status("nine").next_run == utc(2024, 5, 1, 9, 0)  # type: ignore[union-attr]
+
+    clock.advance(30 * 60)  # 09:01:20 — Vercel did not call; the statuses still look ahead
+    nexts = {s.id: s.next_run for s in vercel.get_all_job_statuses()}
+    assert nexts == {"five": utc(2024, 5, 1, 9, 5), "nine": utc(2024, 5, 2, 9, 0)}
+
+
+def test_a_run_records_status_and_metrics_and_moves_next_run(
+    vercel: VercelJobManager, clock: FakeClock
+) -> None:
+    calls: List[str] = []
+    vercel.schedule_job("five", "Five", lambda: calls.append("ran"), 300)
+    clock.advance(220)  # 08:35:00, when Vercel calls
+    assert vercel.trigger_job("five") is True
+    status = vercel.get_job_status("five")
+    assert status is not None
+    assert status.status == "completed"
+    assert status.last_run == utc(2024, 5, 1, 8, 35)
+    assert status.next_run == utc(2024, 5, 1, 8, 40)
+    assert status.schedule == "every 5m"
+    assert calls == ["ran"]
+    metrics = vercel.get_job_metrics()
+    assert (metrics.total_executions, metrics.successful_jobs) == (1, 1)
+
+
+def test_a_stopped_job_has_no_next_run_and_is_not_dispatched(
+    vercel: VercelJobManager, clock: FakeClock
+) -> None:
+    calls: List[str] = []
+    vercel.schedule_job("five", "Five", lambda: calls.append("ran"), 300)
+    vercel.stop_job("five")
+    clock.advance(3600)
+    assert vercel.get_job_status("five").next_run is None  # type: ignore[union-attr]
+    assert vercel.dispatch("five")[0] == "stopped"
+    assert calls == []
+
+
+# -- dispatch by Vercel Cron over HTTP ------------------------------------------------------------
+
+
+def test_vercel_cron_calls_dispatch_with_cron_secret(vercel: VercelJobManager) -> None:
+    calls: List[str] = []
+    jobs = JobRegistry()
+    jobs.add_interval("repository-sync", "Repository Sync", lambda: calls.append("sync"), 300)
+    jobs.add_cron("reminder", "Reminder", lambda: calls.append("reminder"), "0 9 * * *")
+    jobs.apply_once(vercel)
+    client = Client(create_app(vercel, env=PRODUCTION))
+
+    for entry in vercel_crons(jobs):
+        assert client.get(entry["path"]).status_code == 401  # Vercel always sends the secret
+        response = client.get(entry["path"], headers=bearer(CRON_SECRET))
+        assert response.status_code == 200
+        job = json.loads(response.get_data(as_text=True))
+        assert job["status"] == "completed"
+        assert job["next_run"] is not None
+    assert calls == ["sync", "reminder"]
+
+    status = json.loads(
+        client.get("/api/cron/status", headers=bearer(CRON_SECRET)).get_data(as_text=True)
+    )
+    assert [job["runs"] for job in status["jobs"]] == [1, 1]
+    assert status["metrics"]["total_executions"] == 2
+    assert status["metrics"]["successful_jobs"] == 2
+
+
+def test_vercel_mode_through_the_flask_extension(tmp_path: Any) -> None:
+    from flask import Flask
+
+    from bgjobs.flask import BGJobs, get_manager
+
+    calls: List[str] = []
+    jobs = JobRegistry()
+    jobs.add_interval("sync", "Sync", lambda: calls.append("ran"), 300)
+    app = Flask("vercelapp", instance_path=str(tmp_path))
+    app.config.update(VERCEL="1", CRON_SECRET=CRON_SECRET, APP_ENV="production")
+    BGJobs(app, registry=jobs)
+    assert isinstance(get_manager(app), VercelJobManager)
+    client = app.test_client()
+    (entry,) = vercel_crons(jobs)
+    assert client.get(entry["path"]).status_code == 401
+    assert client.get(entry["path"], headers=bearer(CRON_SECRET)).status_code == 200
+    assert calls == ["ran"]
