@@ -512,6 +512,13 @@ function reasonFrom(json: JsonValue | undefined): string | undefined {
     if (typeof value === "string" && value.trim() !== "") {
       return quote(value);
     }
+    // bgjobs' own error shape: {"error": {"status": 409, "message": "..."}}
+    if (isJsonObject(value)) {
+      const nested = reasonFrom(value);
+      if (nested !== undefined) {
+        return nested;
+      }
+    }
   }
   return undefined;
 }
