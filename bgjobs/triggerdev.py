@@ -8,8 +8,17 @@ to Python — an HTTP call to the app's dispatch endpoint or ``python -m bgjobs 
 the job runs through the same execution core as everywhere else.
 
 Registration never blocks or crashes the app: ``schedule_job`` validates, records the job
-and returns; a background thread registers it. :meth:`TriggerDevJobManager.sync` waits
-for that (the deploy step, ``bgjobs sync APP``, calls it) and raises on failure.
+and returns; one background thread (``bgjobs-triggerdev-sync``) registers queued jobs one
+at a time. :meth:`TriggerDevJobManager.sync` waits for that (the deploy step,
+``bgjobs sync APP``, calls it through :func:`sync_registry`) and raises on failure.
+
+* A job rescheduled while its registration is in flight is queued again, so the latest
+  schedule is always the last one written.
+* ``stop_job``/``stop_all_jobs`` make no HTTP calls; queued registrations of stopped jobs
+  are put off (the worker goes quiet) until an explicit :meth:`~TriggerDevJobManager.sync`.
+* The worker holds the manager only weakly between jobs: a manager that is garbage
+  collected stops it. No exception kills it silently; after ``os.fork()`` the child gets a
+  fresh lock and connection pool and re-queues what the parent had in flight.
 
 Server facts this module relies on (see API.md): create/upsert is ``POST
 /api/v1/schedules`` (200); ``{id}`` may be the deduplication key; ``PUT`` on a missing id
@@ -21,8 +30,13 @@ updated with PUT, never re-POSTed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
+import traceback
 import uuid
+import weakref
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
@@ -31,11 +45,25 @@ import requests
 from .config import get_trigger_dev_config
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import Job, ManagedJobs
-from .schedules import CronSchedule, Schedule, to_five_field_cron
+from .registry import JobRegistry
+from .schedules import (
+    CronSchedule,
+    IntervalSchedule,
+    Schedule,
+    parse_cron,
+    resolve_timezone,
+    to_five_field_cron,
+)
 from .triggerdev_client import ScheduleObject, TriggerDevClient
-from .types import TriggerDevConfig
+from .types import JobStatus, TriggerDevConfig
 
-__all__ = ["DEFAULT_TASK_ID", "SyncOutcome", "TriggerDevJobManager"]
+__all__ = [
+    "DEFAULT_TASK_ID",
+    "SyncOutcome",
+    "SyncReport",
+    "TriggerDevJobManager",
+    "sync_registry",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +71,10 @@ DEFAULT_TASK_ID = "bgjobs-dispatch"
 
 SyncOutcome = Literal["created", "updated", "unchanged"]
 """What registering one schedule did on the server."""
+
+_State = Literal["queued", "running", "done", "failed", "deferred", "stale"]
+"""Where a registration stands: waiting for the worker, being sent, registered, failed,
+put off (its job was stopped before its turn), or known to be gone from the server."""
 
 
 def _parse_time(value: object) -> Optional[datetime]:
@@ -56,22 +88,51 @@ def _parse_time(value: object) -> Optional[datetime]:
 
 
 class _Registration:
-    """What a job must look like on the server, and how the last attempt went."""
+    """What one job must look like on the server, and how registering it went.
+
+    ``cron`` and ``tz`` never change; every other field is guarded by the manager's
+    ``_sync_lock``.
+    """
+
+    __slots__ = ("_cron_schedule", "attempt", "cron", "error", "outcome", "state", "tz")
 
     def __init__(self, cron: str, tz: str) -> None:
         self.cron = cron
         self.tz = tz
-        self.done = False
+        self.state: _State = "queued"
         self.outcome: Optional[SyncOutcome] = None
         self.error: Optional[TriggerDevError] = None
+        #: Sequence number of the last attempt (0: none yet), to tell attempts that began
+        #: before a sync() call from those it started.
+        self.attempt = 0
+        self._cron_schedule: Optional[CronSchedule] = None
+
+    def cron_schedule(self, job_id: str) -> CronSchedule:
+        """The remote cron as a local schedule, to move ``next_run`` on between syncs."""
+        if self._cron_schedule is None:
+            tz = resolve_timezone(job_id, self.tz)
+            self._cron_schedule = CronSchedule(self.cron, tz, seconds_field=False)
+        return self._cron_schedule
+
+
+_Queued = Tuple[Job, _Registration, bool]
+"""A queue entry: the job, its registration, and whether sync() asked for it (forced:
+registered even if the job is stopped)."""
+
+
+def _is_stopped(job: Job) -> bool:
+    with job.state_lock:
+        return job.stopped
 
 
 class TriggerDevJobManager(ManagedJobs):
     """Registers each job as a Trigger.dev schedule; runs dispatched jobs in-process.
 
-    ``config`` defaults to :func:`~bgjobs.config.get_trigger_dev_config`; ``task_id``
-    to ``TRIGGER_DEV_TASK_ID``, else ``bgjobs-dispatch``. ``session`` is an optional
-    ``requests.Session``; ``connect_timeout``/``read_timeout`` (seconds) apply to every call.
+    ``config`` defaults to :func:`~bgjobs.config.get_trigger_dev_config` (read from
+    ``env``, default ``os.environ``); ``task_id`` to ``TRIGGER_DEV_TASK_ID``, else
+    ``bgjobs-dispatch``. ``session`` is an optional ``requests.Session``;
+    ``connect_timeout``/``read_timeout`` (seconds) apply to every call. ``client``
+    replaces the whole HTTP client (then ``session`` and the timeouts are unused).
     """
 
     def __init__(
@@ -86,41 +147,57 @@ class TriggerDevJobManager(ManagedJobs):
         client: Optional[TriggerDevClient] = None,
     ) -> None:
         super().__init__(env=env)
-        import os
-
         source = os.environ if env is None else env
         self.config = config if config is not None else get_trigger_dev_config(env)
-        if client is None:
-            if not self.config.api_key:
-                raise ValueError(
-                    "the trigger-dev mode needs an API key: set TRIGGER_DEV_API_KEY "
-                    "(or TRIGGER_SECRET_KEY)"
-                )
-            client = TriggerDevClient(
-                self.config.api_key,
-                self.config.api_url,
-                session=session,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-            )
-        self.client = client
-        self.task_id = task_id or str(source.get("TRIGGER_DEV_TASK_ID") or "") or DEFAULT_TASK_ID
+        self.task_id = (
+            task_id or str(source.get("TRIGGER_DEV_TASK_ID") or "").strip() or DEFAULT_TASK_ID
+        )
         self.key_prefix = f"bgjobs:{self.config.environment}:"
-        # Guards _pending (job ids waiting for the worker) and _worker; _sync_done is
-        # notified whenever a registration finishes.
+        self._timeouts = (connect_timeout, read_timeout)
+        # A client we build on our own pool is rebuilt in a forked child; one handed in
+        # (or built on a caller's session) is the caller's to manage.
+        self._owns_pool = client is None and session is None
+        self._owns_client = client is None
+        self.client = client if client is not None else self._new_client(session)
+        # Guards _queue, _in_flight, _worker, _attempts and the state fields of every
+        # _Registration. Taken after _jobs_lock when both are needed (_start runs with
+        # _jobs_lock held); never held with a job's state_lock or across a network call.
+        # Notified whenever the queue drains or a registration ends.
         self._sync_lock = threading.Condition(threading.Lock())
-        self._pending: List[str] = []
-        self._in_flight = 0
+        self._queue: Dict[str, _Queued] = {}  # job id -> latest entry, oldest first
+        self._in_flight: Optional[_Queued] = None
         self._worker: Optional[threading.Thread] = None
+        self._attempts = 0
+        _managers.add(self)
+
+    def _new_client(self, session: Optional[requests.Session] = None) -> TriggerDevClient:
+        if not self.config.api_key:
+            raise ValueError(
+                "the trigger-dev mode needs an API key: set TRIGGER_DEV_API_KEY "
+                "(or TRIGGER_SECRET_KEY) to the project's secret key"
+            )
+        connect_timeout, read_timeout = self._timeouts
+        return TriggerDevClient(
+            self.config.api_key,
+            self.config.api_url,
+            session=session,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
 
     def __repr__(self) -> str:
+        with self._jobs_lock:
+            count = len(self._jobs)
         return (
             f"<TriggerDevJobManager task={self.task_id!r} "
-            f"environment={self.config.environment!r} api_url={self.config.api_url!r}>"
+            f"environment={self.config.environment!r} api_url={self.client.api_url!r} "
+            f"jobs={count}>"
         )
 
     def dedup_key(self, job_id: str) -> str:
         """``bgjobs:<environment>:<job id>``: the schedule's key on Trigger.dev."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ValueError(f"job id must be a non-empty string, got {job_id!r}")
         return f"{self.key_prefix}{job_id}"
 
     # -- scheduling: record locally, register in the background -------------------------
@@ -130,161 +207,347 @@ class TriggerDevJobManager(ManagedJobs):
 
     def _start(self, job: Job) -> None:
         assert job.schedule is not None
-        job.handle = _Registration(*_remote_spec(job.id, job.schedule))
-        self._enqueue([job.id])
-
-    def _enqueue(self, job_ids: List[str]) -> None:
+        registration = _Registration(*_remote_spec(job.id, job.schedule))
+        job.handle = registration
         with self._sync_lock:
-            for job_id in job_ids:
-                if job_id not in self._pending:
-                    self._pending.append(job_id)
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._work, name="bgjobs-triggerdev-sync", daemon=True
-                )
-                self._worker.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._sync_lock:
-                if not self._pending:
-                    self._worker = None
-                    self._sync_lock.notify_all()
-                    return
-                # Taken off the queue before the network call, so a job rescheduled
-                # meanwhile is queued again rather than lost.
-                job_id = self._pending.pop(0)
-                self._in_flight += 1
+            previous = self._queue.get(job.id)
+            forced = previous[2] if previous is not None else False
+            # Keyed by id: a job rescheduled before its turn is registered once, as last set.
+            self._queue[job.id] = (job, registration, forced)
             try:
-                job = self._job(job_id)
-                registration = job.handle if job is not None else None
-                if job is not None and isinstance(registration, _Registration):
-                    self._register(job, registration)
-            finally:
-                with self._sync_lock:
-                    self._in_flight -= 1
-                    self._sync_lock.notify_all()
+                self._start_worker_locked()
+            except RuntimeError:  # no new threads (interpreter shutdown): sync() retries
+                logger.warning(
+                    "could not start the Trigger.dev registration thread; job %r stays "
+                    "queued until sync()",
+                    job.id,
+                    exc_info=True,
+                )
 
-    def _register(self, job: Job, reg: _Registration) -> None:
+    def _cancel(self, job: Job) -> None:
+        # Stopped or replaced before its turn: put off (no HTTP call now); sync() registers
+        # it if it is still on the manager. A forced (sync-requested) entry stays.
+        with self._sync_lock:
+            entry = self._queue.get(job.id)
+            if entry is not None and entry[0] is job and not entry[2]:
+                del self._queue[job.id]
+                entry[1].state = "deferred"
+                self._sync_lock.notify_all()
+
+    def _start_worker_locked(self) -> None:
+        """Start the worker thread unless one is running. Called with ``_sync_lock`` held."""
+        if self._worker is not None and self._worker.is_alive():
+            return
+        thread = threading.Thread(
+            target=_worker_main,
+            args=(weakref.ref(self),),
+            name="bgjobs-triggerdev-sync",
+            daemon=True,
+        )
+        thread.start()
+        self._worker = thread
+
+    def _work_once(self) -> bool:
+        """Register the oldest queued job; ``False`` (and the worker ends) if none is left."""
+        me = threading.current_thread()
+        with self._sync_lock:
+            if self._worker is not me:
+                return False  # replaced after a fork or a crash: leave the queue to it
+            if not self._queue:
+                self._worker = None
+                self._sync_lock.notify_all()
+                return False
+            job_id = next(iter(self._queue))
+            entry = self._queue.pop(job_id)
+            job, registration, forced = entry
+            # Taken off the queue before the network call, so a job rescheduled meanwhile
+            # is queued again (and registered after this) rather than lost.
+            self._in_flight = entry
+            registration.state = "running"
         try:
-            outcome, remote = self._upsert(job.id, reg)
-        except TriggerDevError as exc:
-            reg.error, reg.done = exc, True
-            with job.state_lock:
-                job.sync_error = str(exc)
-            logger.error("could not register job %r on Trigger.dev: %s", job.id, exc)
-            return
+            if forced or not _is_stopped(job):
+                self._register(job, registration)
+        finally:
+            with self._sync_lock:
+                if self._in_flight is entry:
+                    self._in_flight = None
+                if registration.state == "running":  # skipped: the job was stopped
+                    registration.state = "deferred"
+                self._sync_lock.notify_all()
+        return True
+
+    def _worker_crashed(self, exc: BaseException) -> None:
+        """Last resort: fail what is queued (sync() reports it) instead of dying silently."""
+        logger.critical(
+            "the Trigger.dev registration thread failed:\n%s", self._format_exception(exc)
+        )
+        error = TriggerDevError(
+            f"internal error in the registration thread: {self._scrub(repr(exc))}"
+        )
+        with self._sync_lock:
+            entries = list(self._queue.values())
+            if self._in_flight is not None:
+                entries.append(self._in_flight)
+            self._queue.clear()
+            self._in_flight = None
+            for _, registration, _ in entries:
+                if registration.state in ("queued", "running"):
+                    self._attempts += 1
+                    registration.state, registration.error = "failed", error
+                    registration.attempt = self._attempts
+            if self._worker is threading.current_thread():
+                self._worker = None
+            self._sync_lock.notify_all()
+
+    def _register(self, job: Job, registration: _Registration) -> None:
+        with self._sync_lock:
+            self._attempts += 1
+            registration.attempt = self._attempts
+        try:
+            outcome, remote = self._upsert(job.id, registration)
         except Exception as exc:  # a bug or an odd response must not kill the worker
-            error = TriggerDevError(f"{type(exc).__name__}: {exc}")
-            reg.error, reg.done = error, True
+            if isinstance(exc, TriggerDevError):
+                error = exc
+                logger.error("could not register job %r on Trigger.dev: %s", job.id, error)
+            else:
+                error = TriggerDevError(self._scrub(f"{type(exc).__name__}: {exc}"))
+                logger.error(
+                    "could not register job %r on Trigger.dev:\n%s",
+                    job.id,
+                    self._format_exception(exc),
+                )
+            with self._sync_lock:
+                registration.state, registration.outcome = "failed", None
+                registration.error = error
             with job.state_lock:
-                job.sync_error = str(error)
-            logger.error("could not register job %r on Trigger.dev", job.id, exc_info=True)
+                job.sync_error = f"could not register the schedule on Trigger.dev: {error}"
             return
-        reg.outcome, reg.error, reg.done = outcome, None, True
+        next_run = _parse_time(remote.get("nextRun"))
+        with self._sync_lock:
+            registration.state, registration.outcome = "done", outcome
+            registration.error = None
         with job.state_lock:
             job.sync_error = None
             if not job.stopped:
-                job.next_run = _parse_time(remote.get("nextRun"))
+                job.next_run = next_run
         logger.info("Trigger.dev schedule for job %r: %s", job.id, outcome)
 
-    def _upsert(self, job_id: str, reg: _Registration) -> Tuple[SyncOutcome, ScheduleObject]:
+    def _upsert(
+        self, job_id: str, registration: _Registration
+    ) -> Tuple[SyncOutcome, ScheduleObject]:
         key = self.dedup_key(job_id)
         existing = self.client.retrieve_schedule(key)
         if existing is None:
-            created = self.client.create_schedule(
-                self.task_id, reg.cron, external_id=job_id, deduplication_key=key, timezone=reg.tz
-            )
-            return "created", created
-        if (
-            existing.get("task") == self.task_id
-            and existing.get("generator", {}).get("expression") == reg.cron
-            and existing.get("externalId") == job_id
-            and (existing.get("timezone") or "UTC") == reg.tz
-        ):
+            try:
+                return "created", self._create(job_id, registration)
+            except TriggerDevError as exc:
+                # At the plan's limit a POST answers 422 even for an existing key. If
+                # another process created it since our GET, update it by key instead.
+                if exc.status != 422:
+                    raise
+                existing = self.client.retrieve_schedule(key)
+                if existing is None:
+                    raise
+        if self._matches(existing, job_id, registration):
             return "unchanged", existing
         # PUT by key: works even at the plan's schedule limit, and keeps `active` as is.
         updated = self.client.update_schedule(
-            key, self.task_id, reg.cron, external_id=job_id, timezone=reg.tz
+            key, self.task_id, registration.cron, external_id=job_id, timezone=registration.tz
         )
+        old_id, new_id = existing.get("id"), updated.get("id")
+        if isinstance(old_id, str) and isinstance(new_id, str) and old_id != new_id:
+            # Deleted between our GET and PUT, and PUT on a missing id creates a new,
+            # unkeyed schedule: remove that stray, then create ours properly.
+            logger.warning(
+                "Trigger.dev schedule %r vanished while being updated; recreating it", key
+            )
+            self.client.delete_schedule(new_id)
+            return "created", self._create(job_id, registration)
         return "updated", updated
+
+    def _create(self, job_id: str, registration: _Registration) -> ScheduleObject:
+        return self.client.create_schedule(
+            self.task_id,
+            registration.cron,
+            external_id=job_id,
+            deduplication_key=self.dedup_key(job_id),
+            timezone=registration.tz,
+        )
+
+    def _matches(self, existing: ScheduleObject, job_id: str, registration: _Registration) -> bool:
+        generator = existing.get("generator")
+        expression = generator.get("expression") if isinstance(generator, dict) else None
+        return (
+            existing.get("task") == self.task_id
+            and expression == registration.cron
+            and existing.get("externalId") == job_id
+            and (existing.get("timezone") or "UTC") == registration.tz
+        )
 
     def sync(self, timeout: Optional[float] = None) -> Dict[str, SyncOutcome]:
         """Block until every job's schedule is registered; retry ones that failed before.
 
-        Returns each job's outcome (``created``/``updated``/``unchanged``). Raises
-        :class:`~bgjobs.errors.TriggerDevError` naming the jobs that failed, and
-        ``TimeoutError`` if ``timeout`` seconds pass first.
+        Every job gets an attempt that began after this call unless its registration
+        already succeeded, so a failure from before (or one in flight when ``sync`` was
+        called) is retried. Stopped jobs are registered too: stopping is local.
+
+        Returns each job's outcome (``created``/``updated``/``unchanged``), in scheduling
+        order. Raises :class:`~bgjobs.errors.TriggerDevError` naming the jobs that failed,
+        and ``TimeoutError`` if ``timeout`` seconds pass first (the work goes on; call
+        ``sync`` again to wait for it).
         """
-        retry = [
-            job.id
-            for job in self._all_jobs()
-            if isinstance(job.handle, _Registration) and job.handle.error is not None
-        ]
-        for job_id in retry:
-            job = self._job(job_id)
-            if job is not None and isinstance(job.handle, _Registration):
-                job.handle.done = False
-                job.handle.error = None
-        if retry:
-            self._enqueue(retry)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._sync_lock:
-            if not self._sync_lock.wait_for(
-                lambda: not self._pending and not self._in_flight, timeout
-            ):
-                raise TimeoutError(
-                    f"Trigger.dev registration still running after {timeout}s "
-                    f"({len(self._pending) + self._in_flight} schedule(s) left)"
-                )
-        outcomes: Dict[str, SyncOutcome] = {}
-        failures: List[Tuple[str, TriggerDevError]] = []
-        for job in self._all_jobs():
-            reg = job.handle
-            if not isinstance(reg, _Registration):
-                continue
-            if reg.error is not None:
-                failures.append((job.id, reg.error))
-            elif reg.outcome is not None:
-                outcomes[job.id] = reg.outcome
+            mark = self._attempts
+        while True:
+            settled = self._settle(mark)
+            if settled is not None:
+                break
+            with self._sync_lock:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._sync_lock.wait_for(self._drained, remaining):
+                    left = len(self._queue) + (self._in_flight is not None)
+                    raise TimeoutError(
+                        f"Trigger.dev registration still running after {timeout}s "
+                        f"({left} schedule(s) left); call sync() again to keep waiting"
+                    )
+        outcomes, failures = settled
         if failures:
             first = failures[0][1]
-            names = ", ".join(repr(job_id) for job_id, _ in failures)
-            raise TriggerDevError(
-                f"could not register {len(failures)} schedule(s) ({names}): {first.message}",
-                status=first.status,
-                path=first.path,
-            )
+            if len(failures) == 1:
+                message = f"could not register the schedule of job {failures[0][0]!r}: "
+                message += first.message
+            else:
+                details = "; ".join(f"{job_id!r} ({_brief(err)})" for job_id, err in failures)
+                message = f"could not register the schedules of {len(failures)} jobs: {details}"
+            raise TriggerDevError(message, status=first.status, path=first.path)
         return outcomes
+
+    def _drained(self) -> bool:
+        return not self._queue and self._in_flight is None
+
+    def _settle(
+        self, mark: int
+    ) -> Optional[Tuple[Dict[str, SyncOutcome], List[Tuple[str, TriggerDevError]]]]:
+        """Outcomes and failures if every job is settled, else queue what needs an attempt.
+
+        A registration needs one when it failed in an attempt that began before ``mark``,
+        was put off (stopped job) or is known to be gone from the server.
+        """
+        outcomes: Dict[str, SyncOutcome] = {}
+        failures: List[Tuple[str, TriggerDevError]] = []
+        unsettled = False
+        with self._jobs_lock, self._sync_lock:  # the lock order _start uses
+            for job in self._jobs.values():
+                registration = job.handle
+                if not isinstance(registration, _Registration):
+                    continue
+                state = registration.state
+                if state == "done" and registration.outcome is not None:
+                    outcomes[job.id] = registration.outcome
+                elif state == "failed" and registration.attempt > mark:
+                    assert registration.error is not None
+                    failures.append((job.id, registration.error))
+                else:
+                    unsettled = True
+                    in_flight = self._in_flight is not None and self._in_flight[1] is registration
+                    if not in_flight:
+                        # Failed before this call, put off, gone remotely, or queued: (re)queue
+                        # it as forced, so it is registered even if its job is stopped.
+                        registration.state, registration.error = "queued", None
+                        self._queue[job.id] = (job, registration, True)
+            if unsettled:
+                self._start_worker_locked()
+                return None
+        return outcomes, failures
+
+    # -- statuses ------------------------------------------------------------------------
+
+    def get_job_status(self, id: str) -> Optional[JobStatus]:
+        job = self._job(id)
+        if job is None:
+            return None
+        self._refresh_next_run(job)
+        return job.snapshot()
+
+    def get_all_job_statuses(self) -> List[JobStatus]:
+        jobs = self._all_jobs()
+        for job in jobs:
+            self._refresh_next_run(job)
+        return [job.snapshot() for job in jobs]
+
+    def _refresh_next_run(self, job: Job) -> None:
+        """Move a passed ``next_run`` (the server's ``nextRun`` at registration) on by the cron."""
+        registration = job.handle
+        if not isinstance(registration, _Registration):
+            return
+        now = datetime.fromtimestamp(self._clock.time(), timezone.utc)
+        with job.state_lock:
+            passed = job.next_run
+            if job.stopped or passed is None or passed > now:
+                return
+        try:
+            upcoming = registration.cron_schedule(job.id).next_fire(now)
+        except Exception:  # the status must not fail for it; keep the old value
+            return
+        with job.state_lock:
+            if job.next_run == passed and not job.stopped:
+                job.next_run = upcoming
 
     # -- remote operations (explicit: stop_* only change local state) ---------------------
 
     def deactivate_remote(self, id: str) -> bool:
-        """Deactivate the job's remote schedule; ``False`` if it has none."""
+        """Deactivate the job's remote schedule; ``False`` if it has none.
+
+        A later registration leaves it inactive (the ``active`` flag is the operator's).
+        """
         key = self.dedup_key(id)
-        if self.client.retrieve_schedule(key) is None:
-            return False
-        self.client.deactivate_schedule(key)
+        try:
+            self.client.deactivate_schedule(key)
+        except TriggerDevError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        job = self._job(id)
+        if job is not None:
+            with job.state_lock:
+                job.next_run = None  # an inactive schedule has no next run
+        logger.info("deactivated Trigger.dev schedule %r", key)
         return True
 
     def delete_remote(self, id: str) -> bool:
-        """Delete the job's remote schedule; ``False`` if it had none."""
-        return self.client.delete_schedule(self.dedup_key(id))
+        """Delete the job's remote schedule; ``False`` if it had none.
+
+        If the job is still on this manager, the next :meth:`sync` creates it again.
+        """
+        key = self.dedup_key(id)
+        if not self.client.delete_schedule(key):
+            return False
+        logger.info("deleted Trigger.dev schedule %r", key)
+        job = self._job(id)
+        registration = job.handle if job is not None else None
+        if job is not None and isinstance(registration, _Registration):
+            with self._sync_lock:
+                if registration.state == "done":
+                    registration.state, registration.outcome = "stale", None
+            with job.state_lock:
+                job.next_run = None
+        return True
 
     def prune(self) -> List[str]:
         """Delete ``bgjobs:<environment>:`` schedules whose job is not on this manager.
 
-        Schedules of other environments, and ones bgjobs did not create, are left alone.
-        Returns the removed job ids.
+        Schedules of other environments, and ones bgjobs did not create, are left alone;
+        a stopped job still counts as on the manager. Returns the removed job ids.
         """
-        with self._jobs_lock:
-            known = set(self._jobs)
+        known = {job.id for job in self._all_jobs()}
         removed: List[str] = []
         for schedule in self.client.list_schedules():
             key = schedule.get("deduplicationKey") or ""
             if not key.startswith(self.key_prefix):
                 continue
             job_id = key[len(self.key_prefix) :]
-            if job_id in known:
+            if not job_id or job_id in known:
                 continue
             if self.client.delete_schedule(key):
                 removed.append(job_id)
@@ -299,7 +562,7 @@ class TriggerDevJobManager(ManagedJobs):
         """
         if self._job(id) is None:
             raise JobNotFoundError(id)
-        key = idempotency_key or str(uuid.uuid4())
+        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
         return self.client.trigger_task(self.task_id, {"externalId": id}, idempotency_key=key)
 
     def remote_schedules(self) -> List[ScheduleObject]:
@@ -309,6 +572,88 @@ class TriggerDevJobManager(ManagedJobs):
             for s in self.client.list_schedules()
             if (s.get("deduplicationKey") or "").startswith(self.key_prefix)
         ]
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def _remote_specs(self) -> Dict[str, Tuple[str, str]]:
+        """Job id → (cron, timezone) as sent to Trigger.dev, in scheduling order."""
+        return {
+            job.id: (job.handle.cron, job.handle.tz)
+            for job in self._all_jobs()
+            if isinstance(job.handle, _Registration)
+        }
+
+    def _close(self) -> None:
+        """Drop queued work and release a client this manager made (for one-shot use)."""
+        with self._sync_lock:
+            for _, registration, _ in self._queue.values():
+                registration.state = "deferred"
+            self._queue.clear()
+            self._sync_lock.notify_all()
+        if self._owns_client:
+            self.client.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The worker thread does not exist here, and may have held the lock at the fork.
+        self._sync_lock = threading.Condition(threading.Lock())
+        self._worker = None
+        entry, self._in_flight = self._in_flight, None
+        if entry is not None:
+            job, registration, forced = entry
+            if job.id in self._queue:
+                registration.state = "deferred"
+            else:
+                registration.state = "queued"
+                self._queue = {job.id: (job, registration, forced), **self._queue}
+        if self._owns_pool:
+            # Pooled connections are shared with the parent: never reuse them here.
+            self.client = self._new_client()
+
+    def _scrub(self, text: str) -> str:
+        # The config's key, and the client's in case one was handed in with another key.
+        for key in (self.config.api_key, getattr(self.client, "_api_key", None)):
+            if isinstance(key, str) and key:
+                text = text.replace(key, "***")
+        return text
+
+    def _format_exception(self, exc: BaseException) -> str:
+        return self._scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def _brief(error: TriggerDevError) -> str:
+    return (f"HTTP {error.status}: " if error.status is not None else "") + error.message
+
+
+def _worker_main(ref: weakref.ReferenceType[TriggerDevJobManager]) -> None:
+    """The registration thread: holds the manager only while it registers one job."""
+    while True:
+        manager = ref()
+        if manager is None:
+            return  # garbage collected: nobody is left to report to
+        try:
+            if not manager._work_once():
+                return
+        except BaseException as exc:
+            manager._worker_crashed(exc)
+            return
+        finally:
+            del manager
+
+
+# Every live manager, for the fork hook (the one piece of module state, besides logger).
+_managers: weakref.WeakSet[TriggerDevJobManager] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for manager in list(_managers):
+        try:
+            manager._after_fork_in_child()
+        except Exception:  # a fork hook must not raise
+            logger.exception("could not reset a Trigger.dev manager after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _remote_spec(job_id: str, schedule: Schedule) -> Tuple[str, str]:
@@ -320,9 +665,101 @@ def _remote_spec(job_id: str, schedule: Schedule) -> Tuple[str, str]:
     name = getattr(tz, "key", None)
     if name:
         return cron, str(name)
-    if tz.utcoffset(None) == timedelta(0):
+    try:
+        fixed_utc = tz.utcoffset(None) == timedelta(0)
+    except Exception:
+        fixed_utc = False
+    if fixed_utc:
         return cron, "UTC"
     raise InvalidScheduleError(
         f"job {job_id!r}: timezone {tz!r} has no IANA name, which Trigger.dev requires; "
         "pass a name like 'Europe/Paris'"
     )
+
+
+# -- the deploy step: `bgjobs sync APP [--prune]` -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What :func:`sync_registry` did: job ids by outcome, in scheduling order."""
+
+    created: List[str] = field(default_factory=list)
+    updated: List[str] = field(default_factory=list)
+    unchanged: List[str] = field(default_factory=list)
+    removed: List[str] = field(default_factory=list)
+    schedules: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    """Job id → (5-field cron, timezone) as registered, for :meth:`lines`."""
+
+    def lines(self) -> List[str]:
+        """One human line per job: ``created  repository-sync  */5 * * * *  UTC``."""
+        out: List[str] = []
+        groups = (("created", self.created), ("updated", self.updated))
+        for outcome, job_ids in (*groups, ("unchanged", self.unchanged)):
+            for job_id in job_ids:
+                cron, tz = self.schedules.get(job_id, ("", ""))
+                out.append("  ".join(part for part in (outcome, job_id, cron, tz) if part))
+        out.extend(f"removed  {job_id}" for job_id in self.removed)
+        return out
+
+
+def sync_registry(
+    registry: JobRegistry,
+    *,
+    manager: Optional[TriggerDevJobManager] = None,
+    env: Optional[Mapping[str, Any]] = None,
+    prune: bool = False,
+    timeout: Optional[float] = None,
+) -> SyncReport:
+    """Register every job of ``registry`` on Trigger.dev and wait for it (``bgjobs sync``).
+
+    Without ``manager`` one is built from ``env`` (default ``os.environ``); Trigger.dev must
+    be fully configured (``TRIGGER_DEV_ENABLED`` is not required: this is an explicit
+    deploy step). Every schedule is checked before any request, so a job Trigger.dev cannot
+    run (a 7-minute interval) fails with :class:`~bgjobs.errors.InvalidScheduleError` and
+    nothing is sent. With ``prune``, schedules of this environment whose job is no longer
+    declared are deleted afterwards. Raises what :meth:`TriggerDevJobManager.sync` raises.
+    """
+    for definition in registry.definitions():
+        if definition.interval is not None:
+            schedule: Schedule = IntervalSchedule(definition.interval)
+        else:
+            assert definition.cron is not None
+            tz = resolve_timezone(definition.id, definition.timezone, env)
+            schedule = parse_cron(definition.id, definition.cron, tz)
+        _remote_spec(definition.id, schedule)
+    owned = manager is None
+    if manager is None:
+        manager = TriggerDevJobManager(_require_config(env), env=env)
+    try:
+        registry.apply(manager)
+        outcomes = manager.sync(timeout)
+        removed = manager.prune() if prune else []
+    finally:
+        if owned:
+            manager._close()
+    by_outcome: Dict[str, List[str]] = {"created": [], "updated": [], "unchanged": []}
+    for job_id, outcome in outcomes.items():
+        by_outcome[outcome].append(job_id)
+    return SyncReport(
+        created=by_outcome["created"],
+        updated=by_outcome["updated"],
+        unchanged=by_outcome["unchanged"],
+        removed=removed,
+        schedules=manager._remote_specs(),
+    )
+
+
+def _require_config(env: Optional[Mapping[str, Any]]) -> TriggerDevConfig:
+    config = get_trigger_dev_config(env)
+    if not config.api_key:
+        raise ValueError(
+            "Trigger.dev is not configured: set TRIGGER_DEV_API_KEY (or TRIGGER_SECRET_KEY) "
+            "to the project's secret key"
+        )
+    if not config.is_fully_configured:
+        raise ValueError(
+            "Trigger.dev is not fully configured: TRIGGER_DEV_API_URL (or TRIGGER_API_URL) "
+            "must be an http(s) URL like 'https://api.trigger.dev'"
+        )
+    return config
