@@ -894,6 +894,44 @@ def _cmd_vercel_json(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _sync_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_app(parser)
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete this environment's bgjobs schedules whose job is no longer in APP",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="give up after this long (default: 120)",
+    )
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    # Imported here: the trigger-dev runtime needs requests, which other commands never load.
+    from .errors import TriggerDevError
+    from .triggerdev import sync_registry
+
+    registry = load_registry(args.app)
+    try:
+        report = sync_registry(registry, prune=args.prune, timeout=args.timeout)
+    except ValueError as exc:  # not configured (no key, bad URL) or a bad schedule
+        raise UsageError(str(exc)) from None
+    except (TriggerDevError, TimeoutError) as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    for line in report.lines():
+        print(line)
+    print(
+        f"{len(report.created)} created, {len(report.updated)} updated, "
+        f"{len(report.unchanged)} unchanged, {len(report.removed)} removed"
+    )
+    return EXIT_OK
+
+
 # --- the command table ---------------------------------------------------------------
 
 Handler = Callable[[argparse.Namespace], int]
@@ -942,7 +980,16 @@ COMMANDS: Tuple[Command, ...] = (
         "Run one job once through the execution core, print its final status and exit "
         "0 if it succeeded, 1 if it failed (its traceback is logged to stderr).",
     ),
-    # "sync" (register the schedules with Trigger.dev) goes here.
+    Command(
+        "sync",
+        "register APP's schedules with Trigger.dev (the deploy step)",
+        _sync_arguments,
+        _cmd_sync,
+        "Create or update one Trigger.dev schedule per job of APP (key "
+        "bgjobs:<TRIGGER_DEV_ENVIRONMENT>:<job id>), leaving unchanged ones untouched, and "
+        "print what it created, updated, left and removed. Needs TRIGGER_DEV_API_KEY. "
+        "Exit 0 on success, 1 if Trigger.dev refused or failed, 2 for a usage error.",
+    ),
     Command(
         "vercel-json",
         'print the "crons" entries for vercel.json',
