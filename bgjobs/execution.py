@@ -323,6 +323,18 @@ class ManagedJobs(BackgroundJobManager):
         records the outcome and returns ``True``. A job's exception is logged at ERROR
         with its traceback and never propagates.
         """
+        return self._run(job, scheduled=False)
+
+    def run_scheduled(self, job: Job) -> bool:
+        """Like :meth:`run`, for a run the schedule started (a timer tick).
+
+        The run does not start (``False``, not counted as a skip) if the job was stopped
+        or replaced; that check and the switch to ``running`` happen under the job's state
+        lock, so once :meth:`stop_job` has returned no scheduled run of the job can begin.
+        """
+        return self._run(job, scheduled=True)
+
+    def _run(self, job: Job, *, scheduled: bool) -> bool:
         if not job.run_lock.acquire(blocking=False):
             self._skip(job)
             return False
@@ -331,12 +343,11 @@ class ManagedJobs(BackgroundJobManager):
                 self._skip(job)
                 return False
             try:
-                self._run_claimed(job)
+                return self._run_claimed(job, scheduled=scheduled)
             finally:
                 self._release_claim(job)
         finally:
             job.run_lock.release()
-        return True
 
     def _skip(self, job: Job) -> None:
         with job.state_lock:
@@ -348,14 +359,23 @@ class ManagedJobs(BackgroundJobManager):
             job.id,
         )
 
-    def _run_claimed(self, job: Job) -> None:
+    def _run_claimed(self, job: Job, *, scheduled: bool = False) -> bool:
         me = threading.get_ident()
+        # Registered before the stopped check, so stop_all_jobs(wait=True) either
+        # prevents this run or waits for it.
+        with self._idle:
+            # A job may trigger another job on its own thread: remember the outer run.
+            outer = self._running.get(me)
+            self._running[me] = job.id
         started = self._clock.monotonic()
         with job.state_lock:
-            job.status = "running"
-            job.last_run = _utc(self._clock.time())
-        with self._idle:
-            self._running[me] = job.id
+            refused = scheduled and job.stopped
+            if not refused:
+                job.status = "running"
+                job.last_run = _utc(self._clock.time())
+        if refused:
+            self._unregister_run(me, outer)
+            return False
         error: Optional[str] = None
         try:
             logger.debug("job %r (%s) started", job.id, job.name)
@@ -380,9 +400,16 @@ class ManagedJobs(BackgroundJobManager):
         finally:
             duration = self._clock.monotonic() - started
             self._finish(job, duration, error)
-            with self._idle:
+            self._unregister_run(me, outer)
+        return True
+
+    def _unregister_run(self, me: int, outer: Optional[str]) -> None:
+        with self._idle:
+            if outer is None:
                 del self._running[me]
-                self._idle.notify_all()
+            else:
+                self._running[me] = outer
+            self._idle.notify_all()
 
     def _finish(self, job: Job, duration: float, error: Optional[str]) -> None:
         with job.state_lock:
