@@ -30,6 +30,7 @@ __all__ = [
     "is_truthy",
     "is_valid_url",
     "should_use_trigger_dev",
+    "trigger_dev_config_problem",
 ]
 
 Env = Mapping[str, Any]
@@ -38,7 +39,7 @@ Env = Mapping[str, Any]
 DEFAULT_TRIGGER_DEV_API_URL = "https://api.trigger.dev"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _MODES: tuple[SchedulingMode, ...] = ("trigger-dev", "vercel", "local", "disabled")
-_TRIGGER_DEV_ENVIRONMENTS = ("development", "staging", "production")
+TRIGGER_DEV_ENVIRONMENTS = ("development", "staging", "production")
 
 
 def _env(env: Optional[Env]) -> Env:
@@ -86,8 +87,9 @@ def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
     ``TRIGGER_DEV_ENABLED`` (1/true/yes/on), ``TRIGGER_DEV_API_KEY`` (else
     ``TRIGGER_SECRET_KEY``), ``TRIGGER_DEV_API_URL`` (else ``TRIGGER_API_URL``, default
     ``https://api.trigger.dev``), ``TRIGGER_DEV_ENVIRONMENT`` (development | staging |
-    production, default development). An unknown environment is a ``ValueError``
-    naming it, because it ends up in every schedule's deduplication key.
+    production, default development). An unknown environment makes the config not
+    fully configured (it ends up in every schedule's deduplication key, so a typo must not
+    be used); the factory warns about it and the Trigger.dev manager refuses it by name.
     """
     source = _env(env)
     enabled_raw = _get(source, "TRIGGER_DEV_ENABLED")
@@ -95,11 +97,6 @@ def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
     api_url_raw = _get(source, "TRIGGER_DEV_API_URL", "TRIGGER_API_URL")
     environment_raw = _get(source, "TRIGGER_DEV_ENVIRONMENT")
     environment = (environment_raw or "development").lower()
-    if environment not in _TRIGGER_DEV_ENVIRONMENTS:
-        raise ValueError(
-            f"TRIGGER_DEV_ENVIRONMENT={environment_raw!r} is not one of "
-            f"{', '.join(_TRIGGER_DEV_ENVIRONMENTS)}"
-        )
     given = any(v is not None for v in (enabled_raw, api_key, api_url_raw, environment_raw))
     return TriggerDevConfig(
         enabled=is_truthy(enabled_raw),
@@ -108,6 +105,20 @@ def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
         environment=environment,
         settings_given=given,
     )
+
+
+def trigger_dev_config_problem(config: TriggerDevConfig) -> Optional[str]:
+    """Why ``config`` is not fully configured, in one sentence; ``None`` if it is."""
+    if not config.api_key:
+        return "TRIGGER_DEV_API_KEY (or TRIGGER_SECRET_KEY) is not set"
+    if not is_valid_url(config.api_url):
+        return f"TRIGGER_DEV_API_URL={config.api_url!r} is not an http(s) URL"
+    if config.environment not in TRIGGER_DEV_ENVIRONMENTS:
+        return (
+            f"TRIGGER_DEV_ENVIRONMENT={config.environment!r} is not one of "
+            f"{', '.join(TRIGGER_DEV_ENVIRONMENTS)}"
+        )
+    return None
 
 
 def should_use_trigger_dev(env: Optional[Env] = None) -> bool:

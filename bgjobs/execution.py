@@ -196,11 +196,13 @@ class ManagedJobs(BackgroundJobManager):
         # Guards _jobs (id -> Job, in scheduling order). Never held across a job call.
         self._jobs_lock = threading.RLock()
         self._jobs: Dict[str, Job] = {}
-        self._metrics = MetricsAggregator(lambda: _utc(self._clock.time()))
+        clock = self._clock  # not self: a lambda holding self would make a reference cycle
+        self._metrics = MetricsAggregator(lambda: _utc(clock.time()))
         # Guards _running (thread ident -> job id of the run on that thread); notified
         # whenever a run ends so stop_all_jobs(wait=True) can wake up.
         self._idle = threading.Condition(threading.Lock())
         self._running: Dict[int, str] = {}
+        self._waiting: Dict[int, int] = {}  # thread ident -> nested wait_idle() calls
         self._run_context: Optional[RunContext] = None
 
     # -- hooks for subclasses ---------------------------------------------------------
@@ -252,6 +254,8 @@ class ManagedJobs(BackgroundJobManager):
         with self._jobs_lock:
             old = self._jobs.get(job.id)
             if old is not None:
+                with old.state_lock:
+                    old_state = (old.stopped, old.status, old.next_run)
                 job.run_lock = old.run_lock
                 self._mark_stopped(old)
                 self._cancel(old)
@@ -259,11 +263,15 @@ class ManagedJobs(BackgroundJobManager):
             try:
                 self._start(job)
             except BaseException:
-                # Nothing half-registered: restore what was there before.
+                # Nothing half-registered: put back what was there, running as before.
                 if old is None:
                     del self._jobs[job.id]
                 else:
                     self._jobs[job.id] = old
+                    with old.state_lock:
+                        old.stopped, old.status, old.next_run = old_state
+                    if not old.stopped:
+                        self._start(old)
                 raise
         logger.debug("scheduled job %r (%s): %s", job.id, job.name, job.description)
 
@@ -305,9 +313,23 @@ class ManagedJobs(BackgroundJobManager):
         """
         me = threading.get_ident()
         with self._idle:
-            return self._idle.wait_for(
-                lambda: not any(ident != me for ident in self._running), timeout
-            )
+            # A job waiting here does not wait for runs that are themselves waiting here:
+            # two jobs calling stop_all_jobs(wait=True) at once would otherwise wait for
+            # each other forever. Waiters outside any run still wait for every run.
+            self._waiting[me] = self._waiting.get(me, 0) + 1
+            self._idle.notify_all()
+            inside_run = me in self._running
+            try:
+                return self._idle.wait_for(
+                    lambda: all(
+                        i == me or (inside_run and i in self._waiting) for i in self._running
+                    ),
+                    timeout,
+                )
+            finally:
+                self._waiting[me] -= 1
+                if not self._waiting[me]:
+                    del self._waiting[me]
 
     def running_job_ids(self) -> List[str]:
         """Ids of the jobs running right now in this process."""

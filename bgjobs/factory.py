@@ -10,7 +10,12 @@ import logging
 import threading
 from typing import Optional
 
-from .config import Env, get_scheduling_mode, get_trigger_dev_config
+from .config import (
+    Env,
+    get_scheduling_mode,
+    get_trigger_dev_config,
+    trigger_dev_config_problem,
+)
 from .registry import JobRegistry
 from .types import BackgroundJobManager
 
@@ -39,9 +44,9 @@ def create_job_manager(env: Optional[Env] = None) -> BackgroundJobManager:
     trigger_config = get_trigger_dev_config(env)
     if trigger_config.is_partially_configured:
         logger.warning(
-            "Trigger.dev is partially configured (%r): it needs TRIGGER_DEV_API_KEY and a "
-            "valid TRIGGER_DEV_API_URL; not using it",
+            "Trigger.dev is partially configured (%r) and will not be used: %s",
             trigger_config,
+            trigger_dev_config_problem(trigger_config),
         )
     logger.info("bgjobs scheduling mode: %s", mode)
     manager: BackgroundJobManager

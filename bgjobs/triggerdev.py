@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import requests
 
-from .config import get_trigger_dev_config
+from .config import TRIGGER_DEV_ENVIRONMENTS, get_trigger_dev_config
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import Job, ManagedJobs
 from .registry import JobRegistry
@@ -149,6 +149,11 @@ class TriggerDevJobManager(ManagedJobs):
         super().__init__(env=env)
         source = os.environ if env is None else env
         self.config = config if config is not None else get_trigger_dev_config(env)
+        if self.config.environment not in TRIGGER_DEV_ENVIRONMENTS:
+            raise ValueError(
+                f"TRIGGER_DEV_ENVIRONMENT={self.config.environment!r} is not one of "
+                f"{', '.join(TRIGGER_DEV_ENVIRONMENTS)}: it is part of every schedule's key"
+            )
         self.task_id = (
             task_id or str(source.get("TRIGGER_DEV_TASK_ID") or "").strip() or DEFAULT_TASK_ID
         )

@@ -136,10 +136,11 @@ class TriggerDevConfig:
 
     @property
     def is_fully_configured(self) -> bool:
-        """An API key is present and the API URL is a valid http(s) URL."""
-        from .config import is_valid_url
+        """An API key is present, the API URL is a valid http(s) URL and the environment
+        is one of development, staging, production."""
+        from .config import trigger_dev_config_problem
 
-        return bool(self.api_key) and is_valid_url(self.api_url)
+        return trigger_dev_config_problem(self) is None
 
     @property
     def is_partially_configured(self) -> bool:

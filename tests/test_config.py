@@ -10,7 +10,12 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from bgjobs.config import get_scheduling_mode, get_trigger_dev_config, should_use_trigger_dev
+from bgjobs.config import (
+    get_scheduling_mode,
+    get_trigger_dev_config,
+    should_use_trigger_dev,
+    trigger_dev_config_problem,
+)
 from bgjobs.types import TriggerDevConfig
 
 KEY = "tr_prod_s3cr3t_k3y_value"
@@ -211,9 +216,19 @@ def test_trigger_dev_config_truth_table(
     assert config.is_partially_configured is partially
 
 
-def test_unknown_trigger_dev_environment_is_a_value_error_naming_it() -> None:
+def test_unknown_trigger_dev_environment_is_never_used_and_is_named() -> None:
+    env = {**FULL, "TRIGGER_DEV_ENABLED": "1", "BGJOBS_ENV": "production",
+           "TRIGGER_DEV_ENVIRONMENT": "prod-eu"}
+    config = get_trigger_dev_config(env)
+    assert not config.is_fully_configured
+    assert config.is_partially_configured
+    assert "prod-eu" in (trigger_dev_config_problem(config) or "")
+    # A typo must not break the other modes: the app falls back to local, with a warning.
+    assert get_scheduling_mode(env) == "local"
+    from bgjobs.triggerdev import TriggerDevJobManager
+
     with pytest.raises(ValueError, match="prod-eu"):
-        get_trigger_dev_config({"TRIGGER_DEV_ENVIRONMENT": "prod-eu"})
+        TriggerDevJobManager(config, env={})
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from bgjobs import (
     LocalJobManager,
     NoOpJobManager,
 )
+from bgjobs.execution import Job, ManagedJobs
 
 HOUR = 3600.0
 
@@ -500,3 +501,48 @@ def test_status_and_metrics_serialise_to_json_ready_dicts(manager: LocalJobManag
     assert data["last_run"].endswith("+00:00")
     metrics = json.loads(json.dumps(manager.get_job_metrics().to_dict()))
     assert metrics["total_executions"] == 1
+
+
+def test_two_jobs_waiting_for_each_other_in_stop_all_jobs_do_not_deadlock() -> None:
+    manager = ManagedJobs()
+    both_inside = threading.Barrier(2, timeout=10)
+    returned: list = []
+
+    def stopper(name: str):
+        def job() -> None:
+            both_inside.wait()
+            manager.stop_all_jobs(wait=True)  # no timeout: must not wait for the other job
+            returned.append(name)
+
+        return job
+
+    manager.schedule_job("a", "A", stopper("a"), 3600)
+    manager.schedule_job("b", "B", stopper("b"), 3600)
+    threads = [threading.Thread(target=manager.trigger_job, args=(i,)) for i in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(returned) == ["a", "b"]
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_replacement_that_fails_to_start_leaves_the_old_job_running() -> None:
+    class FlakyStart(ManagedJobs):
+        fail = False
+
+        def _start(self, job: Job) -> None:
+            if self.fail:
+                raise OSError("cannot arm")
+            job.next_run = None
+
+    manager = FlakyStart()
+    manager.schedule_job("sync", "Sync", lambda: None, 60)
+    manager.fail = True
+    with pytest.raises(OSError):
+        manager.schedule_job("sync", "Sync v2", lambda: None, 30)
+    manager.fail = False
+    status = manager.get_job_status("sync")
+    assert status is not None
+    assert status.name == "Sync" and status.status == "scheduled"
+    assert [s.id for s in manager.get_all_job_statuses()] == ["sync"]
