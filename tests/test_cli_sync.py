@@ -65,7 +65,9 @@ def test_sync_prune_removes_only_stale_schedules_of_its_environment(
     fake.add_schedule("bgjobs-dispatch", "0 * * * *", deduplication_key="bgjobs:production:old")
     fake.add_schedule("bgjobs-dispatch", "0 * * * *", deduplication_key="bgjobs:staging:old")
     fake.add_schedule("other-task", "0 * * * *", deduplication_key="someone-elses")
-    result = run_cli("sync", str(app_file), "--prune", cwd=tmp_path, env=cli_env(**trigger_env(fake)))
+    result = run_cli(
+        "sync", str(app_file), "--prune", cwd=tmp_path, env=cli_env(**trigger_env(fake))
+    )
     assert result.returncode == 0, result.stderr
     assert "removed  old" in result.stdout
     keys = {s["deduplicationKey"] for s in fake.schedules}
