@@ -1,0 +1,321 @@
+"""Host-wide advisory locks: a private lock directory whose files are locked with ``flock``.
+
+Every process on a host that opens the same :class:`LockDirectory` can take the same
+:class:`HostLock` — at most one of them holds it at a time. The lock is the kernel's:
+it is dropped when the holder unlocks, closes the file, or dies in any way (``SIGKILL``
+included), so there is no stale lock file to detect or clean up.
+
+Why ``flock`` and not ``fcntl``/``lockf`` record locks: ``flock`` locks belong to an *open
+file description*, so two :class:`HostLock` objects for one file exclude each other even
+inside one process (two managers, two threads), and closing some other descriptor of the
+file leaves the lock alone. Record locks belong to the *process*: a second open in the same
+process would silently share the lock, and closing any descriptor of the file — reading it,
+say — would drop it. ``flock`` is not meant for network filesystems: keep the directory local.
+
+Safety (shared ``/tmp``-style directories are a classic attack path): the directory is
+created ``0700`` and refused, with :class:`~bgjobs.errors.UnsafeLockDirError`, unless it is a
+real directory (not a symbolic link) owned by this process's user and writable by no one
+else. It is then held open, and lock files are opened relative to it (``dir_fd``) with
+``O_NOFOLLOW | O_CLOEXEC | O_CREAT | O_RDWR`` and mode ``0600``, so a renamed directory or a
+planted symbolic link cannot redirect them.
+
+Fork: a child inherits every open lock file *sharing the parent's open file description*;
+unlocking that copy would release the parent's lock. So the child closes its inherited
+copies without unlocking them and re-opens files on demand. The registry lock below is held
+across ``fork()``, so a child never inherits a descriptor that is half opened or half locked.
+
+Windows has no ``flock``: this module imports there, but :class:`LockDirectory` raises
+:class:`NotImplementedError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import stat
+import threading
+import weakref
+from typing import Union
+
+from .errors import UnsafeLockDirError
+
+try:
+    from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+
+    HAVE_FLOCK = True
+except ImportError:  # Windows
+    HAVE_FLOCK = False
+
+__all__ = ["HAVE_FLOCK", "HostLock", "LockDirectory", "lock_file_name"]
+
+PathArg = Union[str, "os.PathLike[str]"]
+"""A filesystem path as ``str`` or path-like object."""
+
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: opening a FIFO planted in place of a lock file must not hang.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_LOCK_FILE_FLAGS = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
+# What open() reports for a symbolic link under O_NOFOLLOW: ELOOP (Linux, macOS), EMLINK
+# (FreeBSD).
+_SYMLINK_ERRNOS = {errno.ELOOP, errno.EMLINK}
+
+# Guards every HostLock's descriptor and held flag, and _live_locks. Held across fork()
+# (see _before_fork), so a child never inherits a descriptor mid-open or mid-lock. Only
+# short system calls happen under it, never a blocking lock wait or user code. Reentrant,
+# so a signal handler that forks on a thread holding it cannot deadlock that thread.
+_fd_lock = threading.RLock()
+_live_locks: weakref.WeakSet[HostLock] = weakref.WeakSet()
+
+_SAFE_KEY = re.compile(r"[a-z0-9_.-]{1,80}\Z")
+
+
+def lock_file_name(kind: str, key: str) -> str:
+    """A file name for ``key`` (a job id) that is safe and distinct on every filesystem.
+
+    Simple lower-case keys are kept as they are (``job-repository-sync.lock``); anything
+    else — upper case (case-insensitive filesystems would merge ``Sync`` and ``sync``),
+    other characters, great length — is cleaned and suffixed with a hash of the key.
+    """
+    if _SAFE_KEY.match(key):
+        return f"{kind}-{key}.lock"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    cleaned = re.sub(r"[^a-z0-9_.-]+", "_", key.lower())[:60]
+    return f"{kind}-{cleaned}-{digest}.lock"
+
+
+def _describe_mode(mode: int) -> str:
+    who = [
+        name for bit, name in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "others")) if mode & bit
+    ]
+    return f"it is writable by {' and '.join(who)} (mode {stat.S_IMODE(mode):04o})"
+
+
+def _open_private_dir(path: str) -> int:
+    """Create ``path`` (mode 0700) if needed, check it, and return a descriptor for it."""
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fix = "use a directory of your own (created by bgjobs, or `mkdir -m 700 DIR`)"
+    if os.path.islink(path):
+        raise UnsafeLockDirError(
+            f"unsafe lock directory {path!r}: it is a symbolic link (to {os.readlink(path)!r}), "
+            f"which someone else could point elsewhere; {fix}"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in _SYMLINK_ERRNOS or exc.errno == errno.ENOTDIR:
+            raise UnsafeLockDirError(
+                f"unsafe lock directory {path!r}: it is not a directory (or was replaced by "
+                f"a symbolic link while being opened); {fix}"
+            ) from None
+        raise
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "it is not a directory"
+    elif info.st_uid != os.geteuid():
+        problem = (
+            f"it is owned by uid {info.st_uid}, not by this process's uid {os.geteuid()}, "
+            "so that user could tamper with the locks"
+        )
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = (
+            f"{_describe_mode(info.st_mode)}, so other users could plant or remove lock files "
+            f"(fix: chmod 700 {path})"
+        )
+    if problem is not None:
+        os.close(fd)
+        raise UnsafeLockDirError(f"unsafe lock directory {path!r}: {problem}; {fix}")
+    return fd
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class LockDirectory:
+    """A lock directory, created ``0700``, checked and held open for the object's life.
+
+    Raises :class:`~bgjobs.errors.UnsafeLockDirError` for a symbolic link, a path that is not
+    a directory, a directory owned by another user or writable by group or others;
+    :class:`NotImplementedError` on platforms without ``flock`` (Windows).
+    """
+
+    def __init__(self, path: PathArg) -> None:
+        if not HAVE_FLOCK:
+            raise NotImplementedError(
+                "a bgjobs lock directory (BGJOBS_LOCK_DIR / lock_dir=) needs POSIX advisory "
+                "file locks (fcntl.flock), which this platform lacks; unset it and run the "
+                "jobs in one process, or use Trigger.dev"
+            )
+        self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        with _fd_lock:  # a fork must not copy this descriptor before it is tracked
+            self._fd = _open_private_dir(self.path)
+            # Closes the directory when this object is collected (no lock taken: GC may
+            # run it anywhere, and the descriptor is private to this object by then).
+            self._finalizer = weakref.finalize(self, _close_quietly, self._fd)
+
+    def lock(self, name: str) -> HostLock:
+        """The :class:`HostLock` for file ``name`` in this directory (not opened yet)."""
+        if not name or "/" in name or "\0" in name or name.startswith(".") or len(name) > 255:
+            raise ValueError(f"not a plain lock file name: {name!r}")
+        return HostLock(self, name)
+
+    def _open(self, name: str) -> int:
+        """Open (creating it ``0600``) lock file ``name``, never following a link. Caller
+        holds ``_fd_lock``."""
+        path = os.path.join(self.path, name)
+        try:
+            if os.open in os.supports_dir_fd:
+                fd = os.open(name, _LOCK_FILE_FLAGS, 0o600, dir_fd=self._fd)
+            else:  # pragma: no cover - every supported POSIX platform has openat()
+                fd = os.open(path, _LOCK_FILE_FLAGS, 0o600)
+        except OSError as exc:
+            if exc.errno in _SYMLINK_ERRNOS:
+                raise UnsafeLockDirError(
+                    f"unsafe lock file {path!r}: it is a symbolic link, and bgjobs never "
+                    "follows links in its lock directory; remove it"
+                ) from None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(fd)
+            what = (
+                "not a regular file"
+                if not stat.S_ISREG(info.st_mode)
+                else (f"owned by uid {info.st_uid}, not {os.geteuid()}")
+            )
+            raise UnsafeLockDirError(f"unsafe lock file {path!r}: it is {what}; remove it")
+        return fd
+
+    def __repr__(self) -> str:
+        return f"LockDirectory({self.path!r})"
+
+
+class HostLock:
+    """An exclusive lock on one file of a :class:`LockDirectory`, shared by the whole host.
+
+    :meth:`try_acquire` never blocks. While this object holds the lock, no other
+    :class:`HostLock` for the same file — in this process or any other — can take it; the
+    kernel drops it if the process dies. The file can also carry a small record
+    (:meth:`write` / :meth:`read`), e.g. who holds the lock. Descriptor bookkeeping is
+    thread-safe; callers serialize acquire and release of one lock among their threads.
+    """
+
+    def __init__(self, directory: LockDirectory, name: str) -> None:
+        self.directory = directory
+        self.name = name
+        self._fd = -1  # -1: not open
+        self._held = False
+        with _fd_lock:
+            _live_locks.add(self)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory.path, self.name)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock (a forked child never inherits it)."""
+        return self._held
+
+    def _ensure_open(self) -> int:
+        if self._fd < 0:
+            self._fd = self.directory._open(self.name)
+        return self._fd
+
+    def open(self) -> None:
+        """Open the file now (creating it), so problems surface early; idempotent."""
+        with _fd_lock:
+            self._ensure_open()
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no one on the host holds it; ``True`` if held now."""
+        with _fd_lock:
+            if self._held:
+                return True
+            fd = self._ensure_open()
+            try:
+                flock(fd, LOCK_EX | LOCK_NB)
+            except BlockingIOError:  # EWOULDBLOCK: someone else holds it
+                return False
+            self._held = True
+            return True
+
+    def release(self, *, close: bool = True) -> None:
+        """Drop the lock if held; with ``close``, also close the file (re-opened on demand)."""
+        with _fd_lock:
+            if self._fd < 0:
+                self._held = False
+                return
+            try:
+                if self._held:
+                    flock(self._fd, LOCK_UN)
+            finally:
+                self._held = False
+                if close:
+                    fd, self._fd = self._fd, -1
+                    os.close(fd)
+
+    def read(self, size: int = 4096) -> bytes:
+        """The file's first ``size`` bytes (whoever wrote them)."""
+        with _fd_lock:
+            return os.pread(self._ensure_open(), size, 0)
+
+    def write(self, data: bytes) -> None:
+        """Replace the file's contents with ``data`` (one ``pwrite``, then truncate)."""
+        with _fd_lock:
+            fd = self._ensure_open()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: close the inherited copy *without* unlocking (that would free
+        the parent's lock: the copy shares its open file description)."""
+        if self._fd >= 0:
+            _close_quietly(self._fd)
+        self._fd = -1
+        self._held = False
+
+    def __del__(self) -> None:
+        # No lock here: the object is unreachable, so no other thread can be using it,
+        # and GC may run this while this very thread holds _fd_lock.
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            self._fd = -1
+            _close_quietly(fd)
+
+    def __repr__(self) -> str:
+        return f"<HostLock {self.path!r} {'held' if self._held else 'free'}>"
+
+
+def _before_fork() -> None:
+    _fd_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _fd_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _fd_lock
+    for lock in list(_live_locks):
+        lock._forget_inherited()
+    _fd_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -1,0 +1,233 @@
+"""The lock directory: created private, refused when others could tamper with it, and
+lock files that are never followed through symbolic links."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from support_mp import child_env, kill_group, read_line, wait_for
+
+from bgjobs import UnsafeLockDirError
+from bgjobs.hostlock import LockDirectory, lock_file_name
+from bgjobs.local import LocalJobManager
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX lock directories")
+
+NOBODY = 65534
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_lock_dir_is_created_private_with_its_parents(tmp_path: Path) -> None:
+    lock_dir = tmp_path / "instance" / "bgjobs"
+    manager = LocalJobManager(env={}, lock_dir=lock_dir)
+    try:
+        manager.schedule_job("sync", "Sync", lambda: None, 3600)
+        assert manager.lock_dir == str(lock_dir)
+        assert _mode(lock_dir) == 0o700
+        files = sorted(os.listdir(lock_dir))
+        assert files == ["job-sync.lock", "schedule-sync.lock"]
+        for name in files:
+            info = os.lstat(lock_dir / name)
+            assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+            assert info.st_uid == os.geteuid()
+    finally:
+        manager.shutdown(timeout=5)
+
+
+def test_lock_dir_comes_from_the_environment_and_an_empty_value_means_none(
+    tmp_path: Path,
+) -> None:
+    from_env = LocalJobManager(env={"BGJOBS_LOCK_DIR": str(tmp_path / "locks")})
+    assert from_env.lock_dir == str(tmp_path / "locks")
+    assert (tmp_path / "locks").is_dir()
+    assert LocalJobManager(env={"BGJOBS_LOCK_DIR": "  "}).lock_dir is None
+    assert LocalJobManager(env={}).lock_dir is None
+    explicit = LocalJobManager(
+        env={"BGJOBS_LOCK_DIR": str(tmp_path / "ignored")}, lock_dir=tmp_path
+    )
+    assert explicit.lock_dir == str(tmp_path)
+
+
+def test_existing_private_directory_is_accepted(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)  # readable by others is fine; writable is not
+    assert LockDirectory(tmp_path).path == str(tmp_path)
+
+
+def test_symlink_to_a_directory_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "locks"
+    link.symlink_to(real)
+    with pytest.raises(UnsafeLockDirError) as info:
+        LocalJobManager(env={}, lock_dir=link)
+    message = str(info.value)
+    assert str(link) in message and "symbolic link" in message
+    assert isinstance(info.value, PermissionError)
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o702])
+def test_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    with pytest.raises(UnsafeLockDirError) as info:
+        LocalJobManager(env={}, lock_dir=shared)
+    message = str(info.value)
+    assert str(shared) in message and "writable" in message and f"{mode & 0o7777:04o}" in message
+    assert not os.listdir(shared), "nothing may be created in a refused directory"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory away")
+def test_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, NOBODY, NOBODY)
+    with pytest.raises(UnsafeLockDirError) as info:
+        LocalJobManager(env={}, lock_dir=theirs)
+    assert str(theirs) in str(info.value) and f"uid {NOBODY}" in str(info.value)
+
+
+def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "locks"
+    not_a_dir.write_text("")
+    with pytest.raises(UnsafeLockDirError, match="not a directory"):
+        LocalJobManager(env={}, lock_dir=not_a_dir)
+
+
+@pytest.mark.parametrize("kind", ["schedule", "job"])
+def test_lock_file_that_is_a_symlink_is_not_followed(tmp_path: Path, kind: str) -> None:
+    lock_dir = tmp_path / "locks"
+    manager = LocalJobManager(env={}, lock_dir=lock_dir)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    victim_mode = _mode(victim)
+    missing = tmp_path / "would-be-created"
+    (lock_dir / f"{kind}-sync.lock").symlink_to(victim)
+    (lock_dir / f"{kind}-other.lock").symlink_to(missing)
+    try:
+        for job_id in ("sync", "other"):
+            with pytest.raises(UnsafeLockDirError) as info:
+                manager.schedule_job(job_id, "Sync", lambda: None, 3600)
+            assert f"{kind}-{job_id}.lock" in str(info.value)
+            assert "symbolic link" in str(info.value)
+            assert manager.get_job_status(job_id) is None, "a refused job is not scheduled"
+        assert victim.read_text() == "precious\n" and _mode(victim) == victim_mode
+        assert not missing.exists(), "O_CREAT must not create a link's target"
+    finally:
+        manager.shutdown(timeout=5)
+
+
+def test_lock_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    lock_dir = tmp_path / "locks"
+    manager = LocalJobManager(env={}, lock_dir=lock_dir)
+    os.mkfifo(lock_dir / "schedule-sync.lock", 0o600)
+    try:
+        with pytest.raises(UnsafeLockDirError, match="not a regular file"):
+            manager.schedule_job("sync", "Sync", lambda: None, 3600)
+    finally:
+        manager.shutdown(timeout=5)
+
+
+def test_lock_file_names_are_plain_and_distinct() -> None:
+    ids = ["sync", "Sync", "SYNC", "a_b", "a b", "a:b", "rapport-été", "x" * 300, ".hidden", ".."]
+    names = [lock_file_name("job", job_id) for job_id in ids]
+    assert names[0] == "job-sync.lock"
+    assert len(set(names)) == len(ids)
+    assert len({name.lower() for name in names}) == len(ids), "case-insensitive filesystems"
+    for name in names:
+        assert "/" not in name and not name.startswith(".") and len(name) <= 255
+        assert name.isascii()
+
+
+def test_unusual_job_ids_get_working_lock_files(tmp_path: Path) -> None:
+    manager = LocalJobManager(env={}, lock_dir=tmp_path / "locks")
+    try:
+        for job_id in ("Rapport-été", "a:b", "x" * 200):
+            manager.schedule_job(job_id, "Odd", lambda: None, 3600)
+            assert manager.trigger_job(job_id) is True
+        assert len(os.listdir(tmp_path / "locks")) == 6
+    finally:
+        manager.shutdown(timeout=5)
+
+
+def test_without_flock_bgjobs_imports_and_a_lock_dir_is_a_clear_error(tmp_path: Path) -> None:
+    # Windows has no fcntl: simulate it. Plain local scheduling still works there.
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["fcntl"] = None  # import fcntl now raises ImportError
+        from bgjobs.local import LocalJobManager
+        manager = LocalJobManager(env={})
+        manager.schedule_job("x", "X", lambda: None, 3600)
+        print(manager.trigger_job("x"))
+        try:
+            LocalJobManager(env={}, lock_dir=sys.argv[1])
+        except NotImplementedError as exc:
+            print("refused:", exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "locks")],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "True"
+    assert lines[1].startswith("refused:") and "fcntl.flock" in lines[1]
+    assert not (tmp_path / "locks").exists()
+
+
+def test_a_forked_child_never_keeps_its_parents_lock(tmp_path: Path) -> None:
+    # A child shares its parent's open file descriptions: had it kept the inherited
+    # descriptor, the lock would outlive the parent for as long as the child lives.
+    code = textwrap.dedent(
+        """
+        import os, sys, time
+        from bgjobs.hostlock import LockDirectory
+        lock = LockDirectory(sys.argv[1]).lock("x.lock")
+        assert lock.try_acquire()
+        fd = lock._fd
+        if os.fork() == 0:
+            try:
+                os.fstat(fd)
+                print("child kept the descriptor", flush=True)
+            except OSError:
+                print("child closed it", lock.held, flush=True)
+            time.sleep(60)
+            os._exit(0)
+        time.sleep(0.2)
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "locks")],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert {read_line(proc, 20), read_line(proc, 20)} == {"child closed it False", "ready"}
+        mine = LockDirectory(tmp_path / "locks").lock("x.lock")
+        assert not mine.try_acquire()  # the parent holds it
+        os.kill(proc.pid, signal.SIGKILL)  # the parent dies; its child lives on
+        assert wait_for(mine.try_acquire, 5)
+        mine.release()
+    finally:
+        kill_group(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
