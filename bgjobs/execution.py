@@ -12,7 +12,9 @@ an event loop of their own. Managers differ only in *what starts a run*: they im
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from datetime import datetime, timezone
 from typing import (
     Any,
@@ -204,6 +206,24 @@ class ManagedJobs(BackgroundJobManager):
         self._running: Dict[int, str] = {}
         self._waiting: Dict[int, int] = {}  # thread ident -> nested wait_idle() calls
         self._run_context: Optional[RunContext] = None
+        _live_managers.add(self)
+
+    def _reinit_after_fork(self) -> None:
+        """In a forked child, replace every lock: a thread that no longer exists may have
+        held one at fork time. Runs of the forking thread continue, so their run locks are
+        taken again. Subclasses extend this to re-arm what triggers their runs."""
+        me = threading.get_ident()
+        self._jobs_lock = threading.RLock()
+        self._idle = threading.Condition(threading.Lock())
+        self._running = {ident: job_id for ident, job_id in self._running.items() if ident == me}
+        self._waiting = {}
+        self._metrics.reinit_after_fork()
+        continuing = set(self._running.values())
+        for job in self._jobs.values():
+            job.state_lock = threading.Lock()
+            job.run_lock = threading.Lock()
+            if job.id in continuing:
+                job.run_lock.acquire()
 
     # -- hooks for subclasses ---------------------------------------------------------
 
@@ -486,3 +506,16 @@ class ManagedJobs(BackgroundJobManager):
         with self._jobs_lock:
             count = len(self._jobs)
         return f"<{type(self).__name__} jobs={count}>"
+
+
+# Every manager alive in this process, held weakly, for the fork hook below.
+_live_managers: weakref.WeakSet[ManagedJobs] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for manager in list(_live_managers):
+        manager._reinit_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)

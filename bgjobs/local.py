@@ -549,11 +549,8 @@ class LocalJobManager(ManagedJobs):
         Only the thread that called ``fork()`` exists here; any lock may have been held by
         one that does not. Runs that thread was in continue, so their run locks stay held.
         """
-        me = threading.get_ident()
-        self._jobs_lock = threading.RLock()
-        self._idle = threading.Condition(threading.Lock())
-        self._running = {ident: job_id for ident, job_id in self._running.items() if ident == me}
-        self._metrics._metrics_lock = threading.Lock()
+        # The execution core's fork hook has already replaced the core's and the jobs' locks:
+        # it is registered when bgjobs.execution is imported, before this module's hook.
         self._elector = None
         self._elector_wake = threading.Event()
         self._deferring = False
@@ -565,10 +562,6 @@ class LocalJobManager(ManagedJobs):
             slot.free_since = None
         live = 0
         for job in self._jobs.values():
-            job.state_lock = threading.Lock()
-            job.run_lock = threading.Lock()
-            if job.id in continuing:
-                job.run_lock.acquire()
             tick, job.handle = job.handle, None
             if job.status == "running" and job.id not in continuing:
                 job.status = "stopped" if job.stopped else "scheduled"

@@ -46,6 +46,10 @@ class MetricsAggregator:
         with self._metrics_lock:
             self._skipped += 1
 
+    def reinit_after_fork(self) -> None:
+        """In a forked child: a fresh lock (the parent's may have been held mid-update)."""
+        self._metrics_lock = threading.Lock()
+
     def reset(self) -> None:
         """Zero every counter and set ``last_cleanup`` to now."""
         with self._metrics_lock:

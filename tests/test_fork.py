@@ -215,3 +215,35 @@ def test_fork_while_threads_hammer_the_manager() -> None:
         for thread in threads:
             thread.join(5)
         manager.shutdown(timeout=5)
+
+
+def test_every_runtime_rebuilds_its_locks_in_a_forked_child() -> None:
+    """The execution core's own fork hook covers managers without timers (vercel) too."""
+    from bgjobs.vercel import VercelJobManager
+
+    manager = VercelJobManager(env={})
+    manager.schedule_job("sync", "Sync", lambda: None, 300)
+    job = manager._job("sync")
+    assert job is not None
+    holding = threading.Event()
+
+    def hold(forked: threading.Event) -> None:
+        with manager._jobs_lock, job.state_lock, job.run_lock, manager._idle:
+            with manager._metrics._metrics_lock:
+                holding.set()
+                forked.wait(30)
+
+    def in_child() -> Dict[str, Any]:
+        ran = manager.trigger_job("sync")
+        return {"ran": ran, "runs": manager.get_job_metrics().total_executions}
+
+    with forked_event() as forked:
+        holder = threading.Thread(target=hold, args=(forked,), daemon=True)
+        holder.start()
+        try:
+            assert holding.wait(5)
+            report = fork_and_report(in_child)
+        finally:
+            forked.set()
+            holder.join(5)
+    assert report == {"ran": True, "runs": 1}
