@@ -1,11 +1,15 @@
-"""The local runtime: jobs run in this process on chains of ``threading.Timer``.
+"""The local runtime: jobs run in this process, on timers.
 
-Each job has at most one armed timer. When it fires, the tick first arms the next
+Each job has at most one armed timer (a :class:`~bgjobs.timers.TimerHandle` on the
+manager's :class:`~bgjobs.timers.TimerQueue`). When it fires, the tick first arms the next
 timer — for the schedule's next due time after the one that just fired, so runs never
-drift — and then runs the job through the execution core. A run that outlasts its
-interval makes the following ticks find the job busy: they are skipped and counted, never
-queued. Timers are daemon threads named ``bgjobs-<job id>``, so an idle schedule never
-keeps the interpreter alive.
+drift — and then runs the job through the execution core, on a pool worker thread named
+``bgjobs-<job id>`` for the length of the run. A run that outlasts its interval makes the
+following ticks find the job busy: they are skipped and counted, never queued. Every
+thread is a daemon, so an idle schedule never keeps the interpreter alive. One waiting
+thread and a bounded pool (``max_workers``, ``BGJOBS_MAX_WORKERS``, default 64 runs at
+once) serve all of a manager's jobs, so 10,000 jobs cost 10,000 heap entries, not 10,000
+threads.
 
 Many processes on one host
 --------------------------
@@ -67,14 +71,11 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from .execution import Job, ManagedJobs
 from .hostlock import HostLock, LockDirectory, lock_file_name
 from .schedules import Clock
+from .timers import DEFAULT_MAX_WORKERS, TimerHandle, TimerQueue
 
 __all__ = ["CATCH_UP_WINDOW", "DEFER_SECONDS", "ELECTION_INTERVAL", "LocalJobManager"]
 
 logger = logging.getLogger(__name__)
-
-# Wall-clock (cron) waits re-read the clock at least this often, so a clock that is
-# stepped (NTP, suspend/resume) delays a cron job by at most this much.
-_WALL_CLOCK_RECHECK = 60.0
 
 ELECTION_INTERVAL = 1.0
 """Seconds between a standby process's attempts to take over a schedule."""
@@ -97,39 +98,6 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
 
 
-class _Tick(threading.Timer):
-    """A Timer that fires at an absolute due time rather than after a relative delay.
-
-    Waiting for ``due - now`` measured inside the thread keeps the thread's own start-up
-    time out of the lateness, and a wall-clock due time is re-checked periodically.
-    """
-
-    def __init__(self, manager: LocalJobManager, job: Job, due: float) -> None:
-        super().__init__(0.0, manager._fire, args=(job, due))
-        self.daemon = True
-        self.name = f"bgjobs-{job.id}"
-        self.due = due
-        self._read = (
-            manager._clock.time
-            if job.schedule and job.schedule.wall_clock
-            else (manager._clock.monotonic)
-        )
-        self._cap = _WALL_CLOCK_RECHECK if job.schedule and job.schedule.wall_clock else None
-
-    def run(self) -> None:
-        while True:
-            remaining = self.due - self._read()
-            if remaining <= 0:
-                break
-            if self._cap is not None:
-                remaining = min(remaining, self._cap)
-            if self.finished.wait(remaining):
-                return  # cancelled
-        if not self.finished.is_set():
-            self.function(*self.args)
-        self.finished.set()
-
-
 class _Slot:
     """One job id's host-wide coordination in one manager (only with a lock directory)."""
 
@@ -150,13 +118,15 @@ class _Slot:
 
 
 class LocalJobManager(ManagedJobs):
-    """Runs jobs in-process on timer chains, with per-job overlap locks and metrics.
+    """Runs jobs in-process on timers, with per-job overlap locks and metrics.
 
     ``clock`` replaces the time source used for due times (tests); ``env`` is where
     ``BGJOBS_TIMEZONE``, ``BGJOBS_LOCK_DIR`` and ``BGJOBS_SHUTDOWN_TIMEOUT`` are read
     (default ``os.environ``). ``lock_dir`` (default ``BGJOBS_LOCK_DIR``; ``None`` and unset
     mean no coordination) makes all processes sharing the directory run each scheduled
-    fire once between them — see the module documentation. Raises
+    fire once between them — see the module documentation. ``max_workers`` (default
+    ``BGJOBS_MAX_WORKERS``, else 64) bounds how many scheduled runs happen at once; a fire
+    that finds every worker busy waits for one (a slow job never delays the timers). Raises
     :class:`~bgjobs.errors.UnsafeLockDirError` for a lock directory others could tamper with.
     """
 
@@ -166,10 +136,12 @@ class LocalJobManager(ManagedJobs):
         clock: Optional[Clock] = None,
         env: Optional[Mapping[str, Any]] = None,
         lock_dir: Union[str, os.PathLike[str], None] = None,
+        max_workers: Optional[int] = None,
     ) -> None:
         super().__init__(clock=clock, env=env)
         source: Mapping[str, Any] = os.environ if env is None else env
         self._shutdown_timeout = _shutdown_timeout(source)
+        self._timers = TimerQueue(self._clock, max_workers=_max_workers(max_workers, source))
         if lock_dir is None:
             lock_dir = str(source.get("BGJOBS_LOCK_DIR") or "").strip() or None
         self._host: Optional[LockDirectory] = (
@@ -239,14 +211,24 @@ class LocalJobManager(ManagedJobs):
         self._ensure_elector()
 
     def _arm(self, job: Job, due: float) -> None:
-        tick = _Tick(self, job, due)
+        assert job.schedule is not None
         wall = self._to_wall(job, due)
         with job.state_lock:
             if job.stopped:
                 return
-            job.handle = tick
+            # Armed under the state lock so a concurrent stop either sees and cancels this
+            # timer or makes this call return above.
+            job.handle = self._timers.call_at(due, job.schedule.wall_clock, self._tick, job, due)
             job.next_run = _utc(wall)
-        tick.start()
+
+    def _tick(self, job: Job, due: float) -> None:
+        """A timer fired (on a pool worker): name the thread for the job while it runs."""
+        thread = threading.current_thread()
+        pool_name, thread.name = thread.name, f"bgjobs-{job.id}"
+        try:
+            self._fire(job, due)
+        finally:
+            thread.name = pool_name
 
     def _cancel(self, job: Job) -> None:
         with job.state_lock:
@@ -551,6 +533,7 @@ class LocalJobManager(ManagedJobs):
         """
         # The execution core's fork hook has already replaced the core's and the jobs' locks:
         # it is registered when bgjobs.execution is imported, before this module's hook.
+        self._timers.reinit_after_fork()
         self._elector = None
         self._elector_wake = threading.Event()
         self._deferring = False
@@ -569,7 +552,7 @@ class LocalJobManager(ManagedJobs):
                 continue
             live += 1
             if self._host is None:
-                due = tick.due if isinstance(tick, _Tick) else None
+                due = tick.due if isinstance(tick, TimerHandle) else None
                 self._arm(job, due if due is not None else job.schedule.first_due(self._now(job)))
             else:
                 job.runner = "standby; taking over from the parent process"
@@ -597,6 +580,21 @@ def _election_loop(
 
 def _new_token() -> str:
     return os.urandom(6).hex()
+
+
+def _max_workers(given: Optional[int], env: Mapping[str, Any]) -> int:
+    raw: object = given if given is not None else env.get("BGJOBS_MAX_WORKERS")
+    if raw is None or str(raw).strip() == "":
+        return DEFAULT_MAX_WORKERS
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = 0
+    if value < 1 or isinstance(raw, bool):
+        raise ValueError(
+            f"max_workers / BGJOBS_MAX_WORKERS must be a whole number >= 1, got {raw!r}"
+        )
+    return value
 
 
 def _shutdown_timeout(env: Mapping[str, Any]) -> float:

@@ -352,9 +352,15 @@ def test_no_scheduled_run_starts_after_stop_returns(
     manager.schedule_job("racy", "Racy", calls, 0.05)
     assert in_tick.wait(5)
     stop(manager, "racy")
+    tick = tick_threads[0]
+    assert tick.name == "bgjobs-racy"  # a pool worker carries the job's name during its tick
     resume.set()
-    tick_threads[0].join(5)
-    assert not tick_threads[0].is_alive()
+    # The tick is over when the worker takes its pool name back (or, were it a thread of
+    # its own, when it ends).
+    deadline = time.monotonic() + 5
+    while tick.name == "bgjobs-racy" and tick.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert tick.name != "bgjobs-racy" or not tick.is_alive()
     assert calls.count == 0, "the stopped job ran after stop returned"
 
 
@@ -508,10 +514,23 @@ def test_async_job_on_a_timer_runs_to_completion(manager: LocalJobManager) -> No
     assert status_of(manager, "async").failures == 0
 
 
-def test_timer_threads_are_named_daemons(manager: LocalJobManager) -> None:
-    manager.schedule_job("named", "Named", lambda: None, HOUR)
-    threads = [t for t in threading.enumerate() if t.name == "bgjobs-named"]
-    assert threads and all(t.daemon for t in threads)
+def test_threads_are_daemons_and_a_run_carries_the_job_name(manager: LocalJobManager) -> None:
+    seen: List[Tuple[str, bool]] = []
+    ran = threading.Event()
+
+    def record() -> None:
+        thread = threading.current_thread()
+        seen.append((thread.name, thread.daemon))
+        ran.set()
+
+    manager.schedule_job("named", "Named", record, 0.05)
+    manager.schedule_job("idle", "Idle", lambda: None, HOUR)
+    assert ran.wait(5)
+    assert seen[0] == ("bgjobs-named", True)
+    ours = [t for t in threading.enumerate() if t.name.startswith("bgjobs")]
+    assert ours and all(t.daemon for t in ours)
+    # One waiting thread serves every job: the hour-long job has no thread of its own.
+    assert not [t for t in threading.enumerate() if t.name == "bgjobs-idle"]
 
 
 def test_cron_job_with_a_seconds_field_fires_on_the_real_clock(manager: LocalJobManager) -> None:
@@ -523,3 +542,34 @@ def test_cron_job_with_a_seconds_field_fires_on_the_real_clock(manager: LocalJob
     assert calls.wait_for(1, timeout=3) and wait_until(lambda: bool(starts))
     assert starts[0] >= next_run
     assert (starts[0] - next_run).total_seconds() < 1.0
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many", "1.5"])
+def test_a_bad_max_workers_setting_is_a_clear_error(bad: str) -> None:
+    with pytest.raises(ValueError, match="BGJOBS_MAX_WORKERS"):
+        LocalJobManager(env={"BGJOBS_MAX_WORKERS": bad})
+
+
+def test_max_workers_bounds_concurrent_scheduled_runs() -> None:
+    manager = LocalJobManager(env={}, max_workers=2)
+    lock = threading.Lock()
+    active, peak = [0], [0]
+    runs = threading.Semaphore(0)
+
+    def slow() -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        runs.release()
+
+    try:
+        for i in range(5):
+            manager.schedule_job(f"slow-{i}", "Slow", slow, 0.05)
+        for _ in range(10):
+            assert runs.acquire(timeout=10)
+    finally:
+        manager.stop_all_jobs(wait=True, timeout=5)
+    assert peak[0] == 2
