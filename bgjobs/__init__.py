@@ -34,11 +34,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .config import get_scheduling_mode, get_trigger_dev_config, should_use_trigger_dev
     from .errors import (
+        AppLoadError,
         BGJobsError,
         InvalidScheduleError,
         JobNotFoundError,
         TriggerDevError,
         UnsafeLockDirError,
+        UsageError,
     )
     from .factory import (
         create_job_manager,
@@ -65,11 +67,13 @@ _EXPORTS: Dict[str, str] = {
     "get_scheduling_mode": "config",
     "get_trigger_dev_config": "config",
     "should_use_trigger_dev": "config",
+    "AppLoadError": "errors",
     "BGJobsError": "errors",
     "InvalidScheduleError": "errors",
     "JobNotFoundError": "errors",
     "TriggerDevError": "errors",
     "UnsafeLockDirError": "errors",
+    "UsageError": "errors",
     "create_job_manager": "factory",
     "get_job_manager": "factory",
     "initialize_background_jobs": "factory",
@@ -89,6 +93,7 @@ _EXPORTS: Dict[str, str] = {
 }
 
 __all__ = [
+    "AppLoadError",
     "BGJobsError",
     "BackgroundJobManager",
     "InvalidScheduleError",
@@ -105,6 +110,7 @@ __all__ = [
     "TriggerDevError",
     "TriggerDevJobManager",
     "UnsafeLockDirError",
+    "UsageError",
     "VercelJobManager",
     "create_job_manager",
     "get_job_manager",

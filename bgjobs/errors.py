@@ -7,7 +7,9 @@ library itself raises while each leaf still behaves like the builtin a caller ex
     ├── JobNotFoundError        (also a KeyError)
     ├── InvalidScheduleError    (also a ValueError)
     ├── UnsafeLockDirError      (also a PermissionError)
-    └── TriggerDevError         (status, message, path; never the API key)
+    ├── TriggerDevError         (status, message, path; never the API key)
+    ├── AppLoadError            the command line's APP names no jobs (bgjobs.apps)
+    └── UsageError              another mistake on the command line (unknown job...)
 
 Bad arguments that are not schedules (an empty id, a job that is not callable) raise
 plain ``ValueError``/``TypeError``, as Python's own APIs do.
@@ -18,11 +20,13 @@ from __future__ import annotations
 from typing import Optional
 
 __all__ = [
+    "AppLoadError",
     "BGJobsError",
     "InvalidScheduleError",
     "JobNotFoundError",
     "TriggerDevError",
     "UnsafeLockDirError",
+    "UsageError",
 ]
 
 
@@ -70,3 +74,18 @@ class TriggerDevError(BGJobsError):
         where = f" ({self.path})" if self.path else ""
         code = f"HTTP {self.status}: " if self.status is not None else ""
         return f"Trigger.dev request failed{where}: {code}{self.message}"
+
+
+class AppLoadError(BGJobsError):
+    """APP (``pkg.module``, ``module:attribute``, a ``.py`` file) names no jobs to run.
+
+    Raised by :func:`bgjobs.apps.load_app` for every user mistake, including an exception
+    raised while importing APP. The message is one line and says the accepted forms.
+    """
+
+
+class UsageError(BGJobsError):
+    """A mistake on the command line other than APP: an unknown job id, a bad setting.
+
+    The message is one line; the command line prints it and exits 2.
+    """

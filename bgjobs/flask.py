@@ -54,6 +54,18 @@ the reloader's parent, or ``--no-reload`` — they are scheduled on the first re
 the parent never gets. ``app.run(debug=True)`` decides debug mode after ``init_app`` has
 run, so set ``app.debug = True`` (or ``FLASK_DEBUG=1``) before ``init_app`` there.
 
+``init_app`` also adds the command line's commands to the app's ``flask`` command, with
+this app as APP (see :mod:`bgjobs.cli`; the same handlers, arguments and exit statuses)::
+
+    flask --app myapp bgjobs list                  # jobs, schedules, next fire times
+    flask --app myapp bgjobs exec repository-sync  # run one job now, in the app context
+    flask --app myapp bgjobs run --duration 60     # schedule locally, show runs as they happen
+    flask --app myapp bgjobs sync --prune          # register the schedules with Trigger.dev
+    flask --app myapp bgjobs vercel-json           # the "crons" array for vercel.json
+
+``bgjobs exec``/``run`` outside Flask reach the same app with APP ``myapp:create_app``
+(or ``myapp:app``): every run happens inside ``app.app_context()`` there too.
+
 A CSRF extension must exempt the blueprint (``csrf.exempt(get_state(app).blueprint)``):
 the dispatch endpoint takes POSTs from schedulers, authenticated by the Bearer secret.
 """
@@ -63,12 +75,16 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, cast
 
+import click
 from flask import Blueprint, Flask, current_app, has_app_context, request
 from flask import Response as FlaskResponse
+from flask.cli import AppGroup
 from werkzeug.serving import is_running_from_reloader
 
+from .apps import from_flask_app
+from .cli import COMMANDS, Command, invoke
 from .config import is_truthy
 from .factory import create_job_manager
 from .registry import JobRegistry
@@ -180,7 +196,8 @@ class BGJobs:
             self.init_app(app)
 
     def init_app(self, app: Flask, registry: Optional[JobRegistry] = None) -> None:
-        """Set bgjobs up on ``app``: manager, run context, blueprint, and (autostart) jobs.
+        """Set bgjobs up on ``app``: manager, run context, blueprint, ``flask bgjobs``
+        commands, and (autostart) jobs.
 
         ``registry`` overrides the one given to the constructor. Raises ``RuntimeError``
         if ``app`` already has bgjobs set up.
@@ -219,6 +236,7 @@ class BGJobs:
         endpoints = Endpoints(manager, env=env)
         blueprint = _blueprint(endpoints, normalize_prefix(str(config["BGJOBS_URL_PREFIX"])))
         app.register_blueprint(blueprint)
+        app.cli.add_command(_command_group())
 
         state = BGJobsState(self, manager, registry, endpoints, blueprint, env)
         app.extensions[EXTENSION_KEY] = state
@@ -261,6 +279,36 @@ class BGJobs:
 
     def __repr__(self) -> str:
         return f"<BGJobs apps={len(self._apps)} registry={self.registry!r}>"
+
+
+def _command_group() -> click.Group:
+    """``flask bgjobs COMMAND``: each row of :data:`bgjobs.cli.COMMANDS`, on the current app.
+
+    Click only routes: a command's arguments go to its argparse parser and its handler
+    through :func:`bgjobs.cli.invoke`, so ``--help``, messages and exit statuses are those
+    of ``bgjobs COMMAND APP``.
+    """
+    group = AppGroup(
+        EXTENSION_KEY, help="Run, inspect and dispatch this app's bgjobs jobs (APP: this app)."
+    )
+    for command in COMMANDS:
+        _add_command(group, command)
+    return group
+
+
+def _add_command(group: AppGroup, command: Command) -> None:
+    # AppGroup.command runs the callback inside the app's context.
+    @group.command(
+        command.name,
+        help=command.describe(),
+        short_help=command.help,
+        context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    )
+    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def forward(ctx: click.Context, argv: Tuple[str, ...]) -> None:
+        app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
+        ctx.exit(invoke(command, argv, lambda: from_flask_app(app), prog=ctx.command_path))
 
 
 def _blueprint(endpoints: Endpoints, prefix: str) -> Blueprint:

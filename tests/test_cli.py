@@ -9,10 +9,11 @@ import select
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Set
+from typing import Callable, Dict, Iterator, List, Set
 
 import pytest
 from support_cli import (
@@ -27,7 +28,9 @@ from support_cli import (
 )
 
 from bgjobs import JobRegistry
-from bgjobs.cli import COMMANDS, AppLoadError, build_parser, load_registry, main
+from bgjobs.apps import load_app, load_registry
+from bgjobs.cli import COMMANDS, build_parser, main
+from bgjobs.errors import AppLoadError
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and ptys")
 
@@ -556,7 +559,202 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_commands_table_drives_the_parser() -> None:
-    assert [c.name for c in COMMANDS] == ["run", "list", "exec", "vercel-json"]
+    assert [c.name for c in COMMANDS] == ["run", "list", "exec", "sync", "vercel-json"]
     parser = build_parser()
     args = parser.parse_args(["exec", "app.py", "job-id"])
     assert (args.app, args.job_id, args.handler) == ("app.py", "job-id", COMMANDS[2].handler)
+
+
+# --- Flask apps as APP ------------------------------------------------------------------
+
+# A Flask app built by a factory, its jobs declared in the same module. Each job writes
+# what it saw of the app context to MARKER_FILE; there is no lock directory, so the
+# extension's own timers (it autostarts) would run the jobs too if the CLI let them.
+FLASK_FACTORY_APP = """
+    import os
+    from flask import Flask, current_app, g
+    from bgjobs import JobRegistry
+    from bgjobs.flask import BGJobs
+
+    jobs = JobRegistry()
+
+    @jobs.interval("probe", "Probe", seconds=0.2)
+    def probe():
+        g.touched = "yes"
+        with open(current_app.config["MARKER_FILE"], "a") as f:
+            f.write(f"{current_app.name}:{g.touched}\\n")
+
+    def create_app():
+        app = Flask("factory-app", instance_path=os.environ["INSTANCE_PATH"])
+        app.config["MARKER_FILE"] = os.environ["MARKER_FILE"]
+        app.config["BGJOBS_LOCK_DIR"] = None
+        BGJobs(app, registry=jobs)
+        return app
+"""
+
+
+def test_exec_and_run_of_a_flask_app_factory_run_in_its_app_context(tmp_path: Path) -> None:
+    write_app(tmp_path, FLASK_FACTORY_APP)
+    marker = tmp_path / "marker.txt"
+    env = cli_env(MARKER_FILE=str(marker), INSTANCE_PATH=str(tmp_path / "instance"))
+
+    for app in ("app.py:create_app", "app.py:create_app()", "app.py"):
+        result = run_cli("exec", app, "probe", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("probe: completed in "), result.stdout
+    assert marker.read_text().splitlines() == ["factory-app:yes"] * 3
+
+    marker.unlink()
+    result = run_cli("run", "app.py:create_app", "--duration", "1.5", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "bgjobs: running 1 job from app.py:create_app() for 1.5s" in result.stdout
+    runs = int(re.findall(r"Metrics: (\d+) runs? ", result.stdout)[0])
+    assert runs >= 3
+    assert marker.read_text().splitlines() == ["factory-app:yes"] * runs  # none twice
+
+
+def test_a_bare_registry_does_not_import_flask(tmp_path: Path) -> None:
+    write_app(
+        tmp_path,
+        """
+        import sys
+        from bgjobs import JobRegistry
+
+        jobs = JobRegistry()
+
+        @jobs.interval("check", "Check", minutes=1)
+        def check():
+            assert "flask" not in sys.modules, "flask was imported"
+
+        def create_app():  # not called: this module does not use Flask
+            raise AssertionError("create_app was called")
+        """,
+    )
+    result = run_cli("exec", "app.py", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def flask_module(
+    tmp_path: Path, isolated_imports: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[str], str]]:
+    """Writes a module using Flask and bgjobs (from the source given) in tmp_path; returns
+    its path. The apps it creates have their instance folder in tmp_path and no timers."""
+    pytest.importorskip("flask")
+    monkeypatch.setenv("BGJOBS_MODE", "disabled")
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    header = """
+        import os
+        from flask import Flask
+        from bgjobs import JobRegistry
+        from bgjobs.flask import BGJobs
+
+        def make(name):
+            return Flask(name, instance_path=os.environ["INSTANCE_PATH"])
+
+        jobs = JobRegistry()
+        jobs.add_interval("sync", "Sync", print, 60)
+    """
+    count = iter(range(1000))
+
+    def write(source: str) -> str:
+        name = f"flask_mod_{next(count)}.py"
+        text = textwrap.dedent(header) + textwrap.dedent(source)
+        return str(write_app(tmp_path, text, name=name))
+
+    yield write
+
+
+def test_load_app_finds_a_flask_app_with_bgjobs_before_a_registry(
+    flask_module: Callable[[str], str],
+) -> None:
+    path = flask_module(
+        """
+        plain = make("plain")           # no bgjobs: not a candidate
+        web = make("web")
+        BGJobs(web, registry=jobs)
+        """
+    )
+    target = load_app(path)
+    module = sys.modules[next(n for n in sys.modules if n.startswith("bgjobs_app_flask_mod"))]
+    assert target.flask_app is module.web and target.registry is module.jobs
+    assert target.spec.endswith(":web")
+    assert target.run_context == module.web.app_context  # the extension's own mechanism
+    assert target.settings is not None and target.settings["BGJOBS_MODE"] == "disabled"
+
+    bare = load_app(f"{path}:jobs")  # naming the registry: no app, no context
+    assert bare.registry is module.jobs and bare.flask_app is None and bare.run_context is None
+
+
+def test_load_app_calls_an_app_factory(flask_module: Callable[[str], str]) -> None:
+    path = flask_module(
+        """
+        def create_app(config=None):
+            app = make("factory")
+            BGJobs(app, registry=jobs)
+            return app
+        """
+    )
+    for spec in (f"{path}:create_app", f"{path}:create_app()", path):
+        target = load_app(spec)
+        assert target.flask_app is not None and target.flask_app.name == "factory"
+        assert [d.id for d in target.registry] == ["sync"]
+        assert target.spec == f"{path}:create_app()"
+
+
+FLASK_MISTAKES = {
+    "app-without-bgjobs": (
+        "app = make('web')\n",
+        ":app",
+        "flask_mod_0.py:app is a Flask app without the bgjobs extension; set it up with "
+        "bgjobs.flask.BGJobs(app, registry=jobs)",
+    ),
+    "module-with-a-plain-app-only": (
+        "app = make('web')\ndel jobs\n",
+        "",
+        "no JobRegistry in",
+    ),
+    "bgjobs-without-a-registry": (
+        "app = make('web')\nBGJobs(app)\n",
+        "",
+        "flask_mod_0.py:app has the bgjobs extension but no JobRegistry",
+    ),
+    "two-apps-with-bgjobs": (
+        "one = make('one')\nBGJobs(one, registry=jobs)\ntwo = make('two')\nBGJobs(two)\n",
+        "",
+        "has 2 Flask apps with bgjobs (one, two); choose one with",
+    ),
+    "factory-needing-arguments": (
+        "def create_app(config):\n    return make('x')\n",
+        ":create_app",
+        "flask_mod_0.py:create_app() needs arguments",
+    ),
+    "factory-called-with-arguments": ("", ":create_app('dev')", "without arguments"),
+    "factory-raising": (
+        "def create_app():\n    raise RuntimeError('no database')\n",
+        "",
+        "calling ",
+    ),
+    "factory-returning-nothing": (
+        "def make_app():\n    pass\n",
+        ":make_app()",
+        "flask_mod_0.py:make_app() returned a NoneType, not a Flask app or a JobRegistry",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FLASK_MISTAKES), ids=list(FLASK_MISTAKES))
+def test_flask_app_mistakes_are_one_line_app_load_errors(
+    flask_module: Callable[[str], str], case: str
+) -> None:
+    source, suffix, expected = FLASK_MISTAKES[case]
+    path = flask_module(source)
+    with pytest.raises(AppLoadError) as info:
+        load_app(path + suffix)
+    message = str(info.value)
+    assert "\n" not in message
+    assert expected in message
+    if case == "module-with-a-plain-app-only":
+        assert "its Flask app 'app' does not have the bgjobs extension" in message
+    if case == "factory-raising":
+        assert "create_app() failed: RuntimeError: no database (" in message

@@ -12,7 +12,7 @@ from typing import Any, Iterator, List, Tuple
 
 import pytest
 from flask import Flask
-from support_cli import EXAMPLES, REPO, run_cli
+from support_cli import EXAMPLES, REPO, cli_env, flask_cli_runner, run_cli
 
 if str(EXAMPLES) not in sys.path:
     sys.path.insert(0, str(EXAMPLES))  # the example is the package "flask_app" in there
@@ -251,5 +251,41 @@ def test_the_app_serves_its_pages_and_runs_jobs_through_the_dispatch_endpoint(
 
         status = json.loads(client.get("/api/cron/status", headers=auth).get_data())
         assert [job["runs"] for job in status["jobs"]] == [1, 2, 1]
+    finally:
+        get_manager(app).stop_all_jobs(wait=True, timeout=5)
+
+
+def test_python_m_bgjobs_exec_runs_a_job_in_the_example_app(tmp_path: Path) -> None:
+    """Trigger.dev's Python mode: ``python -m bgjobs exec $BGJOBS_APP JOB_ID``."""
+    database = tmp_path / "exec.sqlite3"
+    env = cli_env(FLASK_DATABASE=str(database), BGJOBS_LOCK_DIR=str(tmp_path / "locks"))
+    app = "examples/flask_app/app.py:create_app"
+
+    result = run_cli("exec", app, "repository-sync", cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("repository-sync: completed in "), result.stdout
+    assert len(rows(str(database), "SELECT path FROM documents")) == 4
+
+    result = run_cli("exec", app, "subscription-renewal-reminder", cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(rows(str(database), "SELECT id FROM outbox")) == 2  # the seeded two are due
+
+    # The bare file finds create_app too; the registry alone would run outside the app.
+    result = run_cli("exec", "examples/flask_app/app.py", "repository-sync", cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_flask_bgjobs_exec_runs_a_job_in_the_example_app(tmp_path: Path) -> None:
+    from flask_app.app import create_app
+
+    from bgjobs.flask import get_manager
+
+    database = tmp_path / "cli.sqlite3"
+    app = create_app({"DATABASE": str(database), "BGJOBS_MODE": "disabled"})
+    try:
+        result = flask_cli_runner(app).invoke(args=["bgjobs", "exec", "repository-sync"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("repository-sync: completed in ")
+        assert len(rows(str(database), "SELECT path FROM documents")) == 4
     finally:
         get_manager(app).stop_all_jobs(wait=True, timeout=5)

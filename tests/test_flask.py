@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Callable, Iterator, List
 
 import pytest
 from flask import Flask, current_app, g
+from support_cli import flask_cli_runner
 from support_web import WAIT, BlockingJob, Recorder, bearer, in_thread
 
 from bgjobs import JobRegistry, LocalJobManager, NoOpJobManager, VercelJobManager
@@ -471,3 +473,91 @@ def test_without_a_registry_the_endpoints_still_work(make_app: Callable[..., Fla
     manager.schedule_job("manual", "Manual", noop, 3600)
     response = app.test_client().post("/api/cron/manual")
     assert payload(response)["runs"] == 1
+
+
+# -- the `flask bgjobs` commands ------------------------------------------------------------------
+
+
+def test_flask_bgjobs_lists_every_command(make_app: Callable[..., Flask]) -> None:
+    app = make_app(BGJOBS_MODE="disabled")
+    BGJobs(app, registry=registry_with(("sync", noop)))
+    result = flask_cli_runner(app).invoke(args=["bgjobs", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in ("run", "list", "exec", "sync", "vercel-json"):
+        assert f"  {name} " in result.output
+
+
+def test_flask_bgjobs_exec_runs_the_job_inside_the_app_context(
+    make_app: Callable[..., Flask],
+) -> None:
+    recorder = Recorder(_context_probe)
+    app = make_app("execapp", BGJOBS_MODE="disabled")
+    BGJobs(app, registry=registry_with(("probe", recorder), ("boom", _boom)))
+    runner = flask_cli_runner(app)
+
+    result = runner.invoke(args=["bgjobs", "exec", "probe"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("probe: completed in ")
+    assert recorder.values == ["execapp:yes"]
+
+    failed = runner.invoke(args=["bgjobs", "exec", "boom"])
+    assert failed.exit_code == 1
+    assert failed.stdout.startswith("boom: failed after ")
+    assert "RuntimeError: boom in execapp" in failed.stdout  # current_app worked in the job
+
+    unknown = runner.invoke(args=["bgjobs", "exec", "nope"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr == "bgjobs: error: no job 'nope' in execapp (its jobs: probe, boom)\n"
+
+
+def _boom() -> None:
+    raise RuntimeError(f"boom in {current_app.name}")
+
+
+def test_flask_bgjobs_list_and_vercel_json_use_the_app_settings(
+    make_app: Callable[..., Flask],
+) -> None:
+    registry = JobRegistry()
+    registry.add_cron("report", "Report", noop, "0 9 * * *")
+    paris = make_app("paris", BGJOBS_MODE="disabled", BGJOBS_TIMEZONE="Europe/Paris")
+    BGJobs(paris, registry=registry)
+    listed = flask_cli_runner(paris).invoke(args=["bgjobs", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "cron 0 9 * * * (Europe/Paris)" in listed.stdout
+
+    hooks = make_app("hooks", BGJOBS_MODE="disabled", BGJOBS_URL_PREFIX="/hooks")
+    BGJobs(hooks, registry=registry)
+    crons = flask_cli_runner(hooks).invoke(args=["bgjobs", "vercel-json"])
+    assert crons.exit_code == 0, crons.output
+    assert json.loads(crons.stdout)["crons"] == [{"path": "/hooks/report", "schedule": "0 9 * * *"}]
+
+
+def test_flask_bgjobs_run_schedules_the_jobs_once_in_the_app_context(
+    make_app: Callable[..., Flask],
+) -> None:
+    recorder = Recorder(_context_probe)
+    # No lock directory: without the CLI stopping them, the extension's own timers (it
+    # autostarts) would run every job a second time in this process.
+    app = make_app("runapp", BGJOBS_LOCK_DIR=None, BGJOBS_TIMEZONE="Europe/Paris")
+    registry = registry_with(("probe", recorder), seconds=0.2)
+    registry.add_cron("report", "Report", noop, "0 9 * * *")
+    BGJobs(app, registry=registry)
+    assert isinstance(get_manager(app), LocalJobManager)
+
+    result = flask_cli_runner(app).invoke(args=["bgjobs", "run", "--duration", "1"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "bgjobs: running 2 jobs from runapp for 1.0s" in out
+    assert "cron 0 9 * * * (Europe/Paris)" in out  # the manager got the app's settings
+    runs = int(re.search(r"Metrics: (\d+) runs? ", out).group(1))  # type: ignore[union-attr]
+    assert runs >= 2
+    assert recorder.values == ["runapp:yes"] * runs  # every run in context, none twice
+    assert {s.status for s in get_manager(app).get_all_job_statuses()} == {"stopped"}
+
+
+def test_flask_bgjobs_without_a_registry_is_a_usage_error(make_app: Callable[..., Flask]) -> None:
+    app = make_app("bare", BGJOBS_MODE="disabled")
+    BGJobs(app)
+    result = flask_cli_runner(app).invoke(args=["bgjobs", "list"])
+    assert result.exit_code == 2
+    assert "bgjobs: error: bare has the bgjobs extension but no JobRegistry" in result.stderr

@@ -3,6 +3,8 @@
 ::
 
     flask --app examples/flask_app/app.py run
+    flask --app examples/flask_app/app.py bgjobs exec repository-sync
+    python -m bgjobs exec examples/flask_app/app.py:create_app repository-sync
 
 ``BGJobs`` picks the runtime from the configuration (locally: timers in this process),
 runs each job inside the app context, and mounts the job endpoints: ``/api/cron/`` (an HTML
@@ -27,12 +29,14 @@ site = Blueprint("site", __name__)
 
 
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
-    """The app. ``config`` overrides the defaults, e.g. ``{"DATABASE": "/tmp/x.sqlite3"}``."""
+    """The app. Settings: the defaults, then ``FLASK_*`` environment variables
+    (``FLASK_DATABASE=/tmp/x.sqlite3``), then ``config``."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(
         DATABASE=os.path.join(app.instance_path, "example.sqlite3"),
         CONTENT_DIR=str(Path(__file__).with_name("content")),
     )
+    app.config.from_prefixed_env()  # FLASK_DATABASE, FLASK_CONTENT_DIR, FLASK_BGJOBS_SECRET...
     if config is not None:
         app.config.update(config)
     db.init_db(app.config["DATABASE"], seed=True)

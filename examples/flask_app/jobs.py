@@ -1,8 +1,9 @@
 """The app's background jobs, declared once.
 
-The Flask app schedules them (``BGJobs`` in ``app.py``), ``bgjobs list`` and ``bgjobs
-vercel-json`` read them from here. They run inside the app context ``BGJobs`` provides
-and find the database in ``current_app.config["DATABASE"]``.
+The Flask app schedules them (``BGJobs`` in ``app.py``), and ``flask bgjobs ...`` or
+``bgjobs ... examples/flask_app/app.py:create_app`` run them from the command line. They
+run inside the app context ``BGJobs`` provides and find the database in
+``current_app.config["DATABASE"]``.
 
 Every job is idempotent — running it twice changes nothing the second time — because a
 scheduler may well run it twice: a retry, a deploy overlapping the old version, two
