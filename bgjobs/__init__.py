@@ -26,12 +26,14 @@ imports ``requests`` or ``croniter``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Dict, List
+# No runtime imports at all, not even typing: this module's cost is `import bgjobs`'s.
+TYPE_CHECKING = False  # type checkers treat this name as typing.TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from typing import Any, Dict, List
+
     from .config import get_scheduling_mode, get_trigger_dev_config, should_use_trigger_dev
     from .errors import (
         AppLoadError,
@@ -126,7 +128,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'bgjobs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(__import__(f"{__name__}.{module}", None, None, [name]), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import textwrap
@@ -188,11 +187,8 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
     if not abandoned:
         return EXIT_OK
     print(f"bgjobs: gave up waiting for {', '.join(abandoned)} ({why})", file=sys.stderr)
-    # At interpreter exit LocalJobManager would wait for these runs once more (its exit
-    # hook gives them BGJOBS_SHUTDOWN_TIMEOUT again): end the process now, as asked.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_FAILED)
+    # The exit hook leaves a manager that was shut down alone: the process ends now.
+    return EXIT_FAILED
 
 
 def _shut_down(

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -83,6 +82,8 @@ def lock_file_name(kind: str, key: str) -> str:
     """
     if _SAFE_KEY.match(key):
         return f"{kind}-{key}.lock"
+    import hashlib  # costly to import; only ids that need hashing pay for it
+
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     cleaned = re.sub(r"[^a-z0-9_.-]+", "_", key.lower())[:60]
     return f"{kind}-{cleaned}-{digest}.lock"

@@ -7,7 +7,7 @@ drift — and then runs the job through the execution core, on a pool worker thr
 ``bgjobs-<job id>`` for the length of the run. A run that outlasts its interval makes the
 following ticks find the job busy: they are skipped and counted, never queued. Every
 thread is a daemon, so an idle schedule never keeps the interpreter alive. One waiting
-thread and a bounded pool (``max_workers``, ``BGJOBS_MAX_WORKERS``, default 64 runs at
+thread and a bounded pool (``max_workers``, ``BGJOBS_MAX_WORKERS``, default 10 runs at
 once) serve all of a manager's jobs, so 10,000 jobs cost 10,000 heap entries, not 10,000
 threads.
 
@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import math
 import os
@@ -125,8 +124,9 @@ class LocalJobManager(ManagedJobs):
     (default ``os.environ``). ``lock_dir`` (default ``BGJOBS_LOCK_DIR``; ``None`` and unset
     mean no coordination) makes all processes sharing the directory run each scheduled
     fire once between them — see the module documentation. ``max_workers`` (default
-    ``BGJOBS_MAX_WORKERS``, else 64) bounds how many scheduled runs happen at once; a fire
-    that finds every worker busy waits for one (a slow job never delays the timers). Raises
+    ``BGJOBS_MAX_WORKERS``, else 10, like APScheduler) bounds how many scheduled runs
+    happen at once; a fire that finds every worker busy waits for one (a slow job never
+    delays the timers). Raises
     :class:`~bgjobs.errors.UnsafeLockDirError` for a lock directory others could tamper with.
     """
 
@@ -151,6 +151,7 @@ class LocalJobManager(ManagedJobs):
         # (_jobs_lock). Slots are never removed, so a lookup alone needs no lock.
         self._slots: Dict[str, _Slot] = {}
         self._closed = False
+        self._shut_down = False  # shutdown() was called: the exit hook leaves it alone
         self._deferring = False  # this process forked: leave schedules to its children
         self._elector: Optional[threading.Thread] = None
         self._elector_wake = threading.Event()
@@ -347,6 +348,8 @@ class LocalJobManager(ManagedJobs):
         """The schedule file's record (``pid``, ``schedule``, ``next``), if readable."""
         try:
             text = slot.schedule_lock.read().decode("utf-8", "replace").strip()
+            import json  # lock-directory mode only: other users never pay for it
+
             record, _ = json.JSONDecoder().raw_decode(text) if text else (None, 0)
         except (OSError, ValueError):
             return None
@@ -362,6 +365,8 @@ class LocalJobManager(ManagedJobs):
             "next": self._to_wall(job, due),
         }
         try:
+            import json
+
             slot.schedule_lock.write((json.dumps(record) + "\n").encode())
         except OSError:
             logger.error(
@@ -474,6 +479,7 @@ class LocalJobManager(ManagedJobs):
         ``schedule_job``/``schedule_cron_job`` raise ``RuntimeError``; ``trigger_job``
         still works. Every live manager is shut down like this at interpreter exit.
         """
+        self._shut_down = True  # first: the exit hook must not wait for these runs again
         self._close()
         timeout = self._shutdown_timeout if timeout is None else timeout
         return self._await_runs(timeout, timeout)
@@ -657,7 +663,8 @@ def _exit_hook() -> None:
         if _exiting:
             return
         _exiting = True
-        managers = list(_live_managers)
+        # A manager whose shutdown() was called already had its wait, or is having it.
+        managers = [m for m in _live_managers if not m._shut_down]
     started = time.monotonic()
     for manager in managers:
         try:

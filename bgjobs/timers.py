@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 WALL_CLOCK_RECHECK = 60.0
 """Seconds between checks that the wall clock was not stepped while a cron job waits."""
 
-DEFAULT_MAX_WORKERS = 64
+DEFAULT_MAX_WORKERS = 10
 """Runs that may happen at once on one manager's pool (``BGJOBS_MAX_WORKERS``)."""
 
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
