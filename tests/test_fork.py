@@ -228,10 +228,10 @@ def test_every_runtime_rebuilds_its_locks_in_a_forked_child() -> None:
     holding = threading.Event()
 
     def hold(forked: threading.Event) -> None:
-        with manager._jobs_lock, job.state_lock, job.run_lock, manager._idle:
-            with manager._metrics._metrics_lock:
-                holding.set()
-                forked.wait(30)
+        metrics_lock = manager._metrics._metrics_lock
+        with manager._jobs_lock, job.state_lock, job.run_lock, manager._idle, metrics_lock:
+            holding.set()
+            forked.wait(30)
 
     def in_child() -> Dict[str, Any]:
         ran = manager.trigger_job("sync")
