@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -34,7 +35,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import FrameType
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__
 from .apps import APP_HELP, LoadedApp, load_app
@@ -50,7 +51,8 @@ from .console import (
     summary,
 )
 from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
-from .execution import ManagedJobs
+from .execution import Job, ManagedJobs
+from .hostlock import HostLock, LockDirectory, lock_file_name
 from .local import LocalJobManager
 from .registry import JobDefinition
 from .schedules import IntervalSchedule, parse_cron, resolve_timezone
@@ -289,6 +291,30 @@ def _exec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="JOB_ID", help="the id of the job to run")
 
 
+class _OneRun(ManagedJobs):
+    """The execution core for ``exec``; with ``BGJOBS_LOCK_DIR`` set, a run also takes the
+    job's host-wide lock, so it never overlaps a run of that job in another process (a
+    ``bgjobs run``, a gunicorn worker) — the same lock file LocalJobManager uses."""
+
+    def __init__(self, settings: Optional[Mapping[str, Any]]) -> None:
+        super().__init__(env=settings)
+        source = os.environ if settings is None else settings
+        path = str(source.get("BGJOBS_LOCK_DIR") or "").strip()
+        self._directory = LockDirectory(path) if path else None
+        self._claims: Dict[str, HostLock] = {}
+
+    def _try_claim(self, job: Job) -> bool:
+        if self._directory is None:
+            return True
+        claim = self._claims[job.id] = self._directory.lock(lock_file_name("job", job.id))
+        return claim.try_acquire()
+
+    def _release_claim(self, job: Job) -> None:
+        claim = self._claims.pop(job.id, None)
+        if claim is not None:
+            claim.release()
+
+
 def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
     job_id: str = args.job_id
     definition = target.registry.get(job_id)
@@ -299,7 +325,7 @@ def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
     # LocalJobManager adds), so the one installed job runs only through dispatch() — the
     # path the HTTP endpoint and Trigger.dev take: overlap lock, status, metrics, logging —
     # and inside the Flask app's context when APP is one, as under the extension.
-    manager = ManagedJobs(env=target.settings)
+    manager = _OneRun(target.settings)
     manager.set_run_context(target.run_context)
     definition.schedule_on(manager)
     with log_to_stderr():

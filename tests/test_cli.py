@@ -329,6 +329,25 @@ def test_exec_exits_1_and_logs_the_traceback_when_the_job_fails(tmp_path: Path) 
     assert 'raise ValueError("kaboom")' in result.stderr
 
 
+def test_exec_does_not_run_a_job_running_in_another_process_of_the_host(tmp_path: Path) -> None:
+    from bgjobs.hostlock import LockDirectory, lock_file_name
+
+    write_app(tmp_path, BASIC_APP)
+    lock_dir = tmp_path / "locks"
+    env = cli_env(BGJOBS_LOCK_DIR=str(lock_dir))
+    # This process holds the job's host-wide run lock, as a LocalJobManager running it does.
+    claim = LockDirectory(str(lock_dir)).lock(lock_file_name("job", "tick"))
+    assert claim.try_acquire()
+    try:
+        busy = run_cli("exec", "app.py", "tick", cwd=tmp_path, env=env)
+    finally:
+        claim.release()
+    assert busy.returncode == 1
+    assert busy.stdout == "tick: not run (busy)\n"
+    free = run_cli("exec", "app.py", "tick", cwd=tmp_path, env=env)
+    assert free.returncode == 0, free.stderr
+
+
 def test_exec_exits_2_for_an_unknown_job(tmp_path: Path) -> None:
     write_app(tmp_path, BASIC_APP)
     result = run_cli("exec", "app.py", "nope", cwd=tmp_path)
