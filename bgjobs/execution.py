@@ -492,12 +492,22 @@ class ManagedJobs(BackgroundJobManager):
 
     # -- reading ----------------------------------------------------------------------------
 
+    def _refresh(self, job: Job) -> None:
+        """Bring fields derived from the clock (a remote schedule's ``next_run``) up to
+        date before a status is read. Never called with a lock held."""
+
     def get_job_status(self, id: str) -> Optional[JobStatus]:
         job = self._job(id)
-        return job.snapshot() if job is not None else None
+        if job is None:
+            return None
+        self._refresh(job)
+        return job.snapshot()
 
     def get_all_job_statuses(self) -> List[JobStatus]:
-        return [job.snapshot() for job in self._all_jobs()]
+        jobs = self._all_jobs()
+        for job in jobs:
+            self._refresh(job)
+        return [job.snapshot() for job in jobs]
 
     def get_job_metrics(self) -> JobMetrics:
         return self._metrics.snapshot()

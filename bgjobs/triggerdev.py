@@ -55,7 +55,7 @@ from .schedules import (
     to_five_field_cron,
 )
 from .triggerdev_client import ScheduleObject, TriggerDevClient
-from .types import JobStatus, TriggerDevConfig
+from .types import TriggerDevConfig
 
 __all__ = [
     "DEFAULT_TASK_ID",
@@ -468,20 +468,7 @@ class TriggerDevJobManager(ManagedJobs):
 
     # -- statuses ------------------------------------------------------------------------
 
-    def get_job_status(self, id: str) -> Optional[JobStatus]:
-        job = self._job(id)
-        if job is None:
-            return None
-        self._refresh_next_run(job)
-        return job.snapshot()
-
-    def get_all_job_statuses(self) -> List[JobStatus]:
-        jobs = self._all_jobs()
-        for job in jobs:
-            self._refresh_next_run(job)
-        return [job.snapshot() for job in jobs]
-
-    def _refresh_next_run(self, job: Job) -> None:
+    def _refresh(self, job: Job) -> None:
         """Move a passed ``next_run`` (the server's ``nextRun`` at registration) on by the cron."""
         registration = job.handle
         if not isinstance(registration, _Registration):

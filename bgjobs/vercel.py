@@ -33,7 +33,6 @@ from .schedules import (
     resolve_timezone,
     to_five_field_cron,
 )
-from .types import JobStatus
 from .wsgi import DEFAULT_PREFIX, normalize_prefix
 
 __all__ = ["VercelJobManager", "vercel_cron_expression", "vercel_crons"]
@@ -102,9 +101,9 @@ class VercelJobManager(ManagedJobs):
         assert job.schedule is not None
         # The handle is the UTC cron Vercel fires on, parsed once.
         job.handle = parse_cron(job.id, vercel_cron_expression(job.id, job.schedule), timezone.utc)
-        self._refresh_next_run(job)
+        self._refresh(job)
 
-    def _refresh_next_run(self, job: Job) -> None:
+    def _refresh(self, job: Job) -> None:
         """Move ``next_run`` to the next fire time after now, unless stopped or still ahead."""
         cron = job.handle
         if not isinstance(cron, CronSchedule):
@@ -120,21 +119,8 @@ class VercelJobManager(ManagedJobs):
 
     def run(self, job: Job) -> bool:
         ran = super().run(job)
-        self._refresh_next_run(job)
+        self._refresh(job)
         return ran
-
-    def get_job_status(self, id: str) -> Optional[JobStatus]:
-        job = self._job(id)
-        if job is None:
-            return None
-        self._refresh_next_run(job)
-        return job.snapshot()
-
-    def get_all_job_statuses(self) -> List[JobStatus]:
-        jobs = self._all_jobs()
-        for job in jobs:
-            self._refresh_next_run(job)
-        return [job.snapshot() for job in jobs]
 
 
 def _definition_schedule(definition: JobDefinition, env: Optional[Mapping[str, Any]]) -> Schedule:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterator
+import threading
+from typing import Any, Iterator, List
 
 import pytest
 
@@ -29,3 +30,18 @@ def _reset_singleton() -> Iterator[None]:
     from bgjobs.factory import reset_job_manager
 
     reset_job_manager()
+
+
+@pytest.fixture
+def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[BaseException]]:
+    """Fail the test if any thread (a timer, a worker) dies with an exception."""
+    errors: List[BaseException] = []
+    original = threading.excepthook
+
+    def hook(args: Any) -> None:
+        errors.append(args.exc_value)
+        original(args)
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    yield errors
+    assert errors == [], f"exceptions escaped in threads: {errors!r}"

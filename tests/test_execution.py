@@ -10,7 +10,7 @@ import asyncio
 import logging
 import math
 import threading
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
 
@@ -31,18 +31,8 @@ def noop() -> None:
 
 
 @pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[BaseException]]:
-    """Fail the test if any thread (a timer, a worker) dies with an exception."""
-    errors: List[BaseException] = []
-    original = threading.excepthook
-
-    def hook(args: Any) -> None:
-        errors.append(args.exc_value)
-        original(args)
-
-    monkeypatch.setattr(threading, "excepthook", hook)
-    yield errors
-    assert errors == [], f"exceptions escaped in threads: {errors!r}"
+def _fail_on_thread_errors(thread_errors: List[BaseException]) -> None:
+    """Every test here fails if a thread (a timer, a worker) dies with an exception."""
 
 
 class StepClock:

@@ -12,7 +12,7 @@ import statistics
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
@@ -23,18 +23,8 @@ HOUR = 3600.0
 
 
 @pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[BaseException]]:
-    """Fail the test if any thread (a timer, a worker) dies with an exception."""
-    errors: List[BaseException] = []
-    original = threading.excepthook
-
-    def hook(args: Any) -> None:
-        errors.append(args.exc_value)
-        original(args)
-
-    monkeypatch.setattr(threading, "excepthook", hook)
-    yield errors
-    assert errors == [], f"exceptions escaped in threads: {errors!r}"
+def _fail_on_thread_errors(thread_errors: List[BaseException]) -> None:
+    """Every test here fails if a thread (a timer, a worker) dies with an exception."""
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Iterator, List
+from typing import Callable, List
 
 import pytest
 
@@ -27,18 +27,8 @@ CHURN = [f"churn-{i}" for i in range(5)]
 
 
 @pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[BaseException]]:
-    """Fail the test if any thread (a timer, a worker) dies with an exception."""
-    errors: List[BaseException] = []
-    original = threading.excepthook
-
-    def hook(args: Any) -> None:
-        errors.append(args.exc_value)
-        original(args)
-
-    monkeypatch.setattr(threading, "excepthook", hook)
-    yield errors
-    assert errors == [], f"exceptions escaped in threads: {errors!r}"
+def _fail_on_thread_errors(thread_errors: List[BaseException]) -> None:
+    """Every test here fails if a thread (a timer, a worker) dies with an exception."""
 
 
 class Ledger:
