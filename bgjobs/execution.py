@@ -32,6 +32,7 @@ from .errors import JobNotFoundError
 from .metrics import MetricsAggregator
 from .schedules import (
     Clock,
+    CronSchedule,
     IntervalSchedule,
     Schedule,
     SystemClock,
@@ -495,6 +496,27 @@ class ManagedJobs(BackgroundJobManager):
     def _refresh(self, job: Job) -> None:
         """Bring fields derived from the clock (a remote schedule's ``next_run``) up to
         date before a status is read. Never called with a lock held."""
+
+    def _roll_next_run(
+        self, job: Job, cron: Callable[[], CronSchedule], *, fill_unknown: bool
+    ) -> None:
+        """For runtimes whose timers live elsewhere (Vercel, Trigger.dev): once ``next_run``
+        has passed — or is unknown, with ``fill_unknown`` — move it to ``cron()``'s next fire
+        time. A status read never fails for it; croniter runs outside the state lock."""
+        now = _utc(self._clock.time())
+        with job.state_lock:
+            current = job.next_run
+            if job.stopped or (current is None and not fill_unknown):
+                return
+            if current is not None and current > now:
+                return
+        try:
+            upcoming = cron().next_fire(now)
+        except Exception:
+            return
+        with job.state_lock:
+            if job.next_run == current and not job.stopped:
+                job.next_run = upcoming
 
     def get_job_status(self, id: str) -> Optional[JobStatus]:
         job = self._job(id)

@@ -471,20 +471,8 @@ class TriggerDevJobManager(ManagedJobs):
     def _refresh(self, job: Job) -> None:
         """Move a passed ``next_run`` (the server's ``nextRun`` at registration) on by the cron."""
         registration = job.handle
-        if not isinstance(registration, _Registration):
-            return
-        now = datetime.fromtimestamp(self._clock.time(), timezone.utc)
-        with job.state_lock:
-            passed = job.next_run
-            if job.stopped or passed is None or passed > now:
-                return
-        try:
-            upcoming = registration.cron_schedule(job.id).next_fire(now)
-        except Exception:  # the status must not fail for it; keep the old value
-            return
-        with job.state_lock:
-            if job.next_run == passed and not job.stopped:
-                job.next_run = upcoming
+        if isinstance(registration, _Registration):
+            self._roll_next_run(job, lambda: registration.cron_schedule(job.id), fill_unknown=False)
 
     # -- remote operations (explicit: stop_* only change local state) ---------------------
 

@@ -106,16 +106,8 @@ class VercelJobManager(ManagedJobs):
     def _refresh(self, job: Job) -> None:
         """Move ``next_run`` to the next fire time after now, unless stopped or still ahead."""
         cron = job.handle
-        if not isinstance(cron, CronSchedule):
-            return
-        now = datetime.fromtimestamp(self._clock.time(), timezone.utc)
-        with job.state_lock:
-            if job.stopped or (job.next_run is not None and job.next_run > now):
-                return
-        nxt = cron.next_fire(now)  # croniter work stays outside the state lock
-        with job.state_lock:
-            if not job.stopped:
-                job.next_run = nxt
+        if isinstance(cron, CronSchedule):
+            self._roll_next_run(job, lambda: cron, fill_unknown=True)
 
     def run(self, job: Job) -> bool:
         ran = super().run(job)
