@@ -45,3 +45,14 @@ def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[BaseExceptio
     monkeypatch.setattr(threading, "excepthook", hook)
     yield errors
     assert errors == [], f"exceptions escaped in threads: {errors!r}"
+
+
+@pytest.fixture(scope="session")
+def spec() -> Any:
+    """The Trigger.dev OpenAPI file (``spec/``), loaded once, for request/response checks."""
+    from openapi import load_openapi
+
+    loaded = load_openapi()
+    if loaded is None:
+        pytest.skip("trigger-dev-openapi.yaml not found (set BGJOBS_TEST_OPENAPI)")
+    return loaded

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 import requests
 from fake_triggerdev import FakeTriggerDev, RecordedRequest
-from openapi import OpenAPI, load_openapi
+from openapi import OpenAPI
 
 from bgjobs.errors import TriggerDevError
 from bgjobs.triggerdev_client import TriggerDevClient
@@ -53,14 +53,6 @@ def make_client(
 @pytest.fixture
 def client(make_client: Callable[..., TriggerDevClient]) -> TriggerDevClient:
     return make_client()
-
-
-@pytest.fixture(scope="module")
-def spec() -> OpenAPI:
-    loaded = load_openapi()
-    if loaded is None:
-        pytest.skip("trigger-dev-openapi.yaml not found (set BGJOBS_TEST_OPENAPI)")
-    return loaded
 
 
 def assert_matches_spec(spec: OpenAPI, request: RecordedRequest, response: Any) -> None:

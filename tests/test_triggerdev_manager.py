@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 from fake_triggerdev import FakeTriggerDev
-from openapi import OpenAPI, load_openapi
+from openapi import OpenAPI
 from support_triggerdev import (
     SECRET,
     TASK,
@@ -78,14 +78,6 @@ def managers(fake: FakeTriggerDev) -> Iterator[Callable[..., TriggerDevJobManage
 @pytest.fixture
 def manager(managers: Callable[..., TriggerDevJobManager]) -> TriggerDevJobManager:
     return managers()
-
-
-@pytest.fixture(scope="module")
-def spec() -> OpenAPI:
-    loaded = load_openapi()
-    if loaded is None:
-        pytest.skip("trigger-dev-openapi.yaml not found (set BGJOBS_TEST_OPENAPI)")
-    return loaded
 
 
 def remote_cron(fake: FakeTriggerDev, key: str) -> Optional[str]:
