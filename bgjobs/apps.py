@@ -29,8 +29,9 @@ import re
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
 
+from .config import Settings
 from .console import exception_location, one_line
 from .errors import AppLoadError
 from .registry import JobRegistry
@@ -80,9 +81,9 @@ class LoadedApp:
     registry: JobRegistry
     flask_app: Optional[Flask] = None
     """The Flask app whose BGJobs extension holds ``registry``; ``None`` for a bare registry."""
-    settings: Optional[Mapping[str, Any]] = None
-    """Where managers read ``BGJOBS_*``/``TRIGGER_*``: the extension's settings (app.config
-    over the environment) for a Flask app; ``None`` means ``os.environ``."""
+    settings: Optional[Settings] = None
+    """The settings managers are built from: the extension's (app.config over the
+    environment) for a Flask app; ``None`` means read from ``os.environ``."""
 
     @property
     def run_context(self) -> Optional[RunContext]:
@@ -139,7 +140,7 @@ def from_flask_app(app: Flask, spec: Optional[str] = None) -> LoadedApp:
             f"{shown} has the bgjobs extension but no JobRegistry; pass one: "
             "BGJobs(app, registry=jobs) or init_app(app, registry=jobs)"
         )
-    return LoadedApp(shown, state.registry, app, state.env)
+    return LoadedApp(shown, state.registry, app, state.settings)
 
 
 # --- what a module offers ------------------------------------------------------------------

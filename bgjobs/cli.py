@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import textwrap
@@ -35,10 +34,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import FrameType
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .apps import APP_HELP, LoadedApp, load_app
+from .config import DEFAULT_PREFIX, Settings
 from .console import (
     View,
     display_path,
@@ -51,13 +51,10 @@ from .console import (
     summary,
 )
 from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
-from .execution import Job, ManagedJobs
-from .hostlock import HostLock, LockDirectory, lock_file_name
 from .local import LocalJobManager
 from .registry import JobDefinition
-from .schedules import IntervalSchedule, parse_cron, resolve_timezone
+from .schedules import CronSchedule
 from .vercel import vercel_crons
-from .wsgi import DEFAULT_PREFIX
 
 __all__ = [
     "COMMANDS",
@@ -146,7 +143,7 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
     try:
         # Always local, with the settings a Flask app's BGJobs would use: BGJOBS_LOCK_DIR
         # (so only one process per host runs each job), BGJOBS_SHUTDOWN_TIMEOUT, _TIMEZONE.
-        manager = LocalJobManager(env=target.settings)
+        manager = LocalJobManager(settings=_settings(target))
     except (ValueError, BGJobsError) as exc:
         raise UsageError(str(exc)) from None
     manager.set_run_context(target.run_context)
@@ -244,13 +241,11 @@ def _schedule_and_fires(
 
     An interval counts from when the scheduler starts, so its times assume it starts now.
     """
-    if definition.interval is not None:
-        step = definition.interval
+    schedule = definition.to_schedule(_settings(target).timezone)
+    if not isinstance(schedule, CronSchedule):
+        step = definition.interval or 0.0
         times = [now + timedelta(seconds=step * k) for k in range(1, count + 1)]
-        return IntervalSchedule(step).description, times
-    assert definition.cron is not None
-    tz = resolve_timezone(definition.id, definition.timezone, target.settings)
-    schedule = parse_cron(definition.id, definition.cron, tz)
+        return schedule.description, times
     times = []
     after = now
     for _ in range(count):
@@ -291,43 +286,19 @@ def _exec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="JOB_ID", help="the id of the job to run")
 
 
-class _OneRun(ManagedJobs):
-    """The execution core for ``exec``; with ``BGJOBS_LOCK_DIR`` set, a run also takes the
-    job's host-wide lock, so it never overlaps a run of that job in another process (a
-    ``bgjobs run``, a gunicorn worker) — the same lock file LocalJobManager uses."""
-
-    def __init__(self, settings: Optional[Mapping[str, Any]]) -> None:
-        super().__init__(env=settings)
-        source = os.environ if settings is None else settings
-        path = str(source.get("BGJOBS_LOCK_DIR") or "").strip()
-        self._directory = LockDirectory(path) if path else None
-        self._claims: Dict[str, HostLock] = {}
-
-    def _try_claim(self, job: Job) -> bool:
-        if self._directory is None:
-            return True
-        claim = self._claims[job.id] = self._directory.lock(lock_file_name("job", job.id))
-        return claim.try_acquire()
-
-    def _release_claim(self, job: Job) -> None:
-        claim = self._claims.pop(job.id, None)
-        if claim is not None:
-            claim.release()
-
-
 def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
     job_id: str = args.job_id
     definition = target.registry.get(job_id)
     if definition is None:
         known = ", ".join(d.id for d in target.registry) or "none"
         raise UsageError(f"no job {job_id!r} in {target.spec} (its jobs: {known})")
-    # The execution core alone: ManagedJobs starts no timers and no threads (that is what
-    # LocalJobManager adds), so the one installed job runs only through dispatch() — the
-    # path the HTTP endpoint and Trigger.dev take: overlap lock, status, metrics, logging —
-    # and inside the Flask app's context when APP is one, as under the extension.
-    manager = _OneRun(target.settings)
+    # The local runtime with the job installed unscheduled: no timer, so it runs only
+    # through dispatch() — the path the HTTP endpoint and Trigger.dev take: overlap lock
+    # (host-wide with BGJOBS_LOCK_DIR, the lock a `bgjobs run` or a gunicorn worker takes),
+    # status, metrics, logging — and inside the Flask app's context when APP is one.
+    manager = LocalJobManager(settings=_settings(target))
     manager.set_run_context(target.run_context)
-    definition.schedule_on(manager)
+    manager.add_job(definition, scheduled=False)
     with log_to_stderr():
         outcome, status = manager.dispatch(job_id)
     assert status is not None  # installed just above
@@ -366,7 +337,7 @@ def _cmd_sync(target: LoadedApp, args: argparse.Namespace) -> int:
 
     try:
         report = sync_registry(
-            target.registry, env=target.settings, prune=args.prune, timeout=args.timeout
+            target.registry, settings=_settings(target), prune=args.prune, timeout=args.timeout
         )
     except ValueError as exc:  # not configured (no key, bad URL) or a bad schedule
         raise UsageError(str(exc)) from None
@@ -392,10 +363,11 @@ def _vercel_json_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_vercel_json(target: LoadedApp, args: argparse.Namespace) -> int:
     prefix: Optional[str] = args.prefix
-    if prefix is None:
-        prefix = str((target.settings or {}).get("BGJOBS_URL_PREFIX") or DEFAULT_PREFIX)
+    settings = _settings(target)
     # InvalidScheduleError: one line, exit 2.
-    crons = vercel_crons(target.registry, prefix, env=target.settings)
+    crons = vercel_crons(
+        target.registry, settings.url_prefix if prefix is None else prefix, settings=settings
+    )
     print(json.dumps({"crons": crons}, indent=2))
     return EXIT_OK
 
@@ -568,6 +540,16 @@ def _leave_jobs_to_the_command(target: LoadedApp) -> None:
         from .flask import get_manager
 
         get_manager(target.flask_app).stop_all_jobs()
+
+
+def _settings(target: LoadedApp) -> Settings:
+    """APP's settings (a Flask app's, else the environment's); a bad value is a usage error."""
+    if target.settings is not None:
+        return target.settings
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _error(message: str) -> None:

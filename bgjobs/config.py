@@ -1,58 +1,84 @@
-"""Reading bgjobs' settings from the environment (or any mapping).
+"""bgjobs' settings: every key it reads, read once into one frozen :class:`Settings`.
 
-Every reader takes an optional mapping, ``os.environ`` by default; the Flask extension
-passes ``app.config`` merged over the environment. Nothing here caches: a changed
-environment is seen by the next call.
+Every manager, face and command takes a :class:`Settings` (or builds one with
+:meth:`Settings.from_env`); nothing else in bgjobs reads ``os.environ``. The Flask
+extension builds it from ``app.config`` merged over the environment. An empty value counts
+as unset everywhere.
 
-=========================  ==============================================================
-``BGJOBS_MODE``            force a mode: ``local``, ``trigger-dev``, ``vercel``, ``disabled``
-``BGJOBS_ENV``/``APP_ENV`` app environment, ``development`` by default
-``DISABLE_AUTO_SYNC``      1/true/yes/on → ``disabled``
-``VERCEL``                 ``1`` → ``vercel`` (Vercel sets it)
-``TRIGGER_DEV_*``          see :func:`get_trigger_dev_config`
-=========================  ==============================================================
+=============================  ===========================================================
+key                            meaning (default)
+=============================  ===========================================================
+``BGJOBS_MODE``                force a mode: ``local``, ``trigger-dev``, ``vercel``,
+                               ``disabled`` (unset: chosen by :attr:`Settings.mode`)
+``BGJOBS_ENV`` / ``APP_ENV``   the app environment (``development``)
+``DISABLE_AUTO_SYNC``          1/true/yes/on → ``disabled`` mode
+``VERCEL``                     ``1`` → ``vercel`` mode (Vercel sets it)
+``BGJOBS_TIMEZONE``            cron jobs declared without a timezone use it (``UTC``)
+``BGJOBS_LOCK_DIR``            local mode: one process per host runs the jobs (unset: each
+                               process runs its own)
+``BGJOBS_MAX_WORKERS``         local mode: scheduled runs at once per manager (10)
+``BGJOBS_SHUTDOWN_TIMEOUT``    seconds running jobs get at exit and ``close()`` (10)
+``BGJOBS_SECRET``              the HTTP endpoints' Bearer secret (else ``CRON_SECRET``)
+``CRON_SECRET``                the secret Vercel sends its cron calls with
+``BGJOBS_URL_PREFIX``          where the HTTP endpoints live (``/api/cron``)
+``BGJOBS_AUTOSTART``           Flask: schedule the registry's jobs in ``init_app`` (true)
+``TRIGGER_DEV_ENABLED``        1/true/yes/on: use Trigger.dev in production
+``TRIGGER_DEV_API_KEY``        the project's secret key (else ``TRIGGER_SECRET_KEY``)
+``TRIGGER_DEV_API_URL``        else ``TRIGGER_API_URL`` (``https://api.trigger.dev``)
+``TRIGGER_DEV_ENVIRONMENT``    development | staging | production (``development``)
+``TRIGGER_DEV_TASK_ID``        the dispatcher task's id (``bgjobs-dispatch``)
+=============================  ===========================================================
+
+The module-level readers (:func:`get_scheduling_mode`, :func:`get_trigger_dev_config`,
+:func:`should_use_trigger_dev`) are the contract's; each reads only the keys it needs, so a
+bad value of an unrelated key never breaks it.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Mapping, Optional
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional, Tuple
 
-from .types import SchedulingMode, TriggerDevConfig
+from .types import DEFAULT_TRIGGER_DEV_API_URL, SchedulingMode, TriggerDevConfig
 
 __all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "DEFAULT_PREFIX",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DEFAULT_TASK_ID",
     "DEFAULT_TRIGGER_DEV_API_URL",
     "Env",
+    "Settings",
     "get_app_environment",
     "get_scheduling_mode",
     "get_trigger_dev_config",
     "is_truthy",
-    "is_valid_url",
+    "normalize_prefix",
     "should_use_trigger_dev",
-    "trigger_dev_config_problem",
 ]
 
 Env = Mapping[str, Any]
 """Where settings are read from: ``os.environ``, ``app.config``, or any mapping."""
 
-DEFAULT_TRIGGER_DEV_API_URL = "https://api.trigger.dev"
+DEFAULT_TASK_ID = "bgjobs-dispatch"
+DEFAULT_PREFIX = "/api/cron"
+DEFAULT_MAX_WORKERS = 10
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+MODES: Tuple[SchedulingMode, ...] = ("trigger-dev", "vercel", "local", "disabled")
+
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
-_MODES: tuple[SchedulingMode, ...] = ("trigger-dev", "vercel", "local", "disabled")
-TRIGGER_DEV_ENVIRONMENTS = ("development", "staging", "production")
-
-
-def _env(env: Optional[Env]) -> Env:
-    return os.environ if env is None else env
 
 
 def _get(env: Env, *names: str) -> Optional[str]:
     """First non-empty value among ``names``, as a stripped string; ``None`` if all unset."""
     for name in names:
         value = env.get(name)
-        if value is None:
+        if value is None or value is False:
             continue
-        text = str(value).strip()
+        text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+        text = text.strip()
         if text:
             return text
     return None
@@ -65,20 +91,53 @@ def is_truthy(value: object) -> bool:
     return value is not None and str(value).strip().lower() in _TRUTHY
 
 
-def is_valid_url(url: Optional[str]) -> bool:
-    """An absolute ``http``/``https`` URL with a host."""
-    if not url:
-        return False
+def normalize_prefix(prefix: str) -> str:
+    """``"api/cron/"`` → ``"/api/cron"``; ``""`` and ``"/"`` → ``""`` (the root)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string like '/api/cron', got {prefix!r}")
+    stripped = prefix.strip().strip("/")
+    return f"/{stripped}" if stripped else ""
+
+
+def _flag(env: Env, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return default
+    return is_truthy(raw)
+
+
+def _max_workers(env: Env) -> int:
+    raw = env.get("BGJOBS_MAX_WORKERS")
+    if raw is None or str(raw).strip() == "":
+        return DEFAULT_MAX_WORKERS
     try:
-        parts = urlsplit(url)
+        value = int(str(raw))
     except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+        value = 0
+    if value < 1 or isinstance(raw, bool):
+        raise ValueError(f"BGJOBS_MAX_WORKERS must be a whole number >= 1, got {raw!r}")
+    return value
+
+
+def _shutdown_timeout(env: Env) -> float:
+    raw = env.get("BGJOBS_SHUTDOWN_TIMEOUT")
+    if raw is None or str(raw).strip() == "":
+        return DEFAULT_SHUTDOWN_TIMEOUT
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"BGJOBS_SHUTDOWN_TIMEOUT must be a number of seconds >= 0 (e.g. 10), got {raw!r}"
+        )
+    return value
 
 
 def get_app_environment(env: Optional[Env] = None) -> str:
     """``BGJOBS_ENV``, else ``APP_ENV``, else ``"development"`` (lower-cased)."""
-    return (_get(_env(env), "BGJOBS_ENV", "APP_ENV") or "development").lower()
+    source = os.environ if env is None else env
+    return (_get(source, "BGJOBS_ENV", "APP_ENV") or "development").lower()
 
 
 def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
@@ -91,45 +150,29 @@ def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
     fully configured (it ends up in every schedule's deduplication key, so a typo must not
     be used); the factory warns about it and the Trigger.dev manager refuses it by name.
     """
-    source = _env(env)
+    source = os.environ if env is None else env
     enabled_raw = _get(source, "TRIGGER_DEV_ENABLED")
     api_key = _get(source, "TRIGGER_DEV_API_KEY", "TRIGGER_SECRET_KEY")
     api_url_raw = _get(source, "TRIGGER_DEV_API_URL", "TRIGGER_API_URL")
     environment_raw = _get(source, "TRIGGER_DEV_ENVIRONMENT")
-    environment = (environment_raw or "development").lower()
     given = any(v is not None for v in (enabled_raw, api_key, api_url_raw, environment_raw))
     return TriggerDevConfig(
         enabled=is_truthy(enabled_raw),
         api_key=api_key,
         api_url=(api_url_raw or DEFAULT_TRIGGER_DEV_API_URL).rstrip("/"),
-        environment=environment,
+        environment=(environment_raw or "development").lower(),
         settings_given=given,
     )
 
 
-def trigger_dev_config_problem(config: TriggerDevConfig) -> Optional[str]:
-    """Why ``config`` is not fully configured, in one sentence; ``None`` if it is."""
-    if not config.api_key:
-        return "TRIGGER_DEV_API_KEY (or TRIGGER_SECRET_KEY) is not set"
-    if not is_valid_url(config.api_url):
-        return f"TRIGGER_DEV_API_URL={config.api_url!r} is not an http(s) URL"
-    if config.environment not in TRIGGER_DEV_ENVIRONMENTS:
-        return (
-            f"TRIGGER_DEV_ENVIRONMENT={config.environment!r} is not one of "
-            f"{', '.join(TRIGGER_DEV_ENVIRONMENTS)}"
-        )
-    return None
-
-
 def should_use_trigger_dev(env: Optional[Env] = None) -> bool:
     """Fully configured, enabled, and the app environment is ``production``."""
-    source = _env(env)
-    config = get_trigger_dev_config(source)
-    return (
-        config.enabled
-        and config.is_fully_configured
-        and get_app_environment(source) == "production"
-    )
+    source = os.environ if env is None else env
+    return _uses_trigger_dev(get_trigger_dev_config(source), get_app_environment(source))
+
+
+def _uses_trigger_dev(config: TriggerDevConfig, app_environment: str) -> bool:
+    return config.enabled and config.is_fully_configured and app_environment == "production"
 
 
 def get_scheduling_mode(env: Optional[Env] = None) -> SchedulingMode:
@@ -142,17 +185,95 @@ def get_scheduling_mode(env: Optional[Env] = None) -> SchedulingMode:
     4. ``vercel`` when ``VERCEL=1``;
     5. ``local``.
     """
-    source = _env(env)
-    forced = _get(source, "BGJOBS_MODE")
+    source = os.environ if env is None else env
+    return _mode(
+        _get(source, "BGJOBS_MODE"),
+        disabled=is_truthy(_get(source, "DISABLE_AUTO_SYNC")),
+        trigger_dev=should_use_trigger_dev(source),
+        vercel=_get(source, "VERCEL") == "1",
+    )
+
+
+def _mode(
+    forced: Optional[str], *, disabled: bool, trigger_dev: bool, vercel: bool
+) -> SchedulingMode:
     if forced is not None:
         mode = forced.lower()
-        if mode not in _MODES:
-            raise ValueError(f"BGJOBS_MODE={forced!r} is not one of {', '.join(_MODES)}")
+        if mode not in MODES:
+            raise ValueError(f"BGJOBS_MODE={forced!r} is not one of {', '.join(MODES)}")
         return mode
-    if is_truthy(_get(source, "DISABLE_AUTO_SYNC")):
+    if disabled:
         return "disabled"
-    if should_use_trigger_dev(source):
+    if trigger_dev:
         return "trigger-dev"
-    if _get(source, "VERCEL") == "1":
+    if vercel:
         return "vercel"
     return "local"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting bgjobs reads, parsed once (see the table in the module doc).
+
+    Build it with :meth:`from_env`; change a copy with :meth:`replace`. Values that only
+    matter to one runtime are validated when that runtime is built (:meth:`from_env` never
+    fails for a key the chosen mode does not use), except the numeric local settings,
+    which fail here with an error naming the key. The secrets are kept out of ``repr``.
+    """
+
+    forced_mode: Optional[str] = None
+    """``BGJOBS_MODE`` as given (validated by :attr:`mode`)."""
+    app_environment: str = "development"
+    disable_auto_sync: bool = False
+    vercel: bool = False
+    timezone: Optional[str] = None
+    """``BGJOBS_TIMEZONE``: an IANA name; ``None`` means UTC."""
+    lock_dir: Optional[str] = None
+    max_workers: int = DEFAULT_MAX_WORKERS
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    secret: Optional[str] = field(default=None, repr=False)
+    """``BGJOBS_SECRET``, else ``CRON_SECRET``; whitespace-only counts as unset."""
+    url_prefix: str = DEFAULT_PREFIX
+    """Normalised: ``"/api/cron"``, or ``""`` for the root."""
+    autostart: bool = True
+    trigger_dev: TriggerDevConfig = field(default_factory=TriggerDevConfig)
+    task_id: str = DEFAULT_TASK_ID
+
+    @classmethod
+    def from_env(cls, env: Optional[Env] = None) -> Settings:
+        """Read every key from ``env`` (default ``os.environ``), once."""
+        source = os.environ if env is None else env
+        return cls(
+            forced_mode=_get(source, "BGJOBS_MODE"),
+            app_environment=get_app_environment(source),
+            disable_auto_sync=is_truthy(_get(source, "DISABLE_AUTO_SYNC")),
+            vercel=_get(source, "VERCEL") == "1",
+            timezone=_get(source, "BGJOBS_TIMEZONE"),
+            lock_dir=_get(source, "BGJOBS_LOCK_DIR"),
+            max_workers=_max_workers(source),
+            shutdown_timeout=_shutdown_timeout(source),
+            secret=_get(source, "BGJOBS_SECRET", "CRON_SECRET"),
+            url_prefix=normalize_prefix(_get(source, "BGJOBS_URL_PREFIX") or DEFAULT_PREFIX),
+            autostart=_flag(source, "BGJOBS_AUTOSTART", True),
+            trigger_dev=get_trigger_dev_config(source),
+            task_id=_get(source, "TRIGGER_DEV_TASK_ID") or DEFAULT_TASK_ID,
+        )
+
+    @classmethod
+    def coerce(cls, settings: Optional[Settings], env: Optional[Env] = None) -> Settings:
+        """``settings`` if given, else :meth:`from_env` of ``env`` (for ``env=`` arguments)."""
+        return settings if settings is not None else cls.from_env(env)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (field names as above)."""
+        return replace(self, **changes)
+
+    @property
+    def mode(self) -> SchedulingMode:
+        """The runtime to use, by the rules of :func:`get_scheduling_mode`."""
+        return _mode(
+            self.forced_mode,
+            disabled=self.disable_auto_sync,
+            trigger_dev=_uses_trigger_dev(self.trigger_dev, self.app_environment),
+            vercel=self.vercel,
+        )

@@ -11,9 +11,12 @@ an event loop of their own. Managers differ only in *what starts a run*: they im
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from datetime import datetime, timezone
 from typing import (
@@ -28,8 +31,10 @@ from typing import (
     Tuple,
 )
 
+from .config import Settings
 from .errors import JobNotFoundError
 from .metrics import MetricsAggregator
+from .registry import JobDefinition, validate_job
 from .schedules import (
     Clock,
     CronSchedule,
@@ -50,7 +55,7 @@ from .types import (
     TimezoneArg,
 )
 
-__all__ = ["DispatchOutcome", "Job", "ManagedJobs", "call_job", "validate_job"]
+__all__ = ["DispatchOutcome", "Job", "ManagedJobs", "RunContext", "call_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +68,6 @@ RunContext = Callable[[], ContextManager[Any]]
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
-
-
-def validate_job(job_id: object, name: object, job: object) -> None:
-    """Fail fast on arguments no manager can schedule, naming the job and the bad value."""
-    if not isinstance(job_id, str) or not job_id.strip():
-        raise ValueError(f"job id must be a non-empty string, got {job_id!r}")
-    if job_id != job_id.strip() or "/" in job_id or any(ch.isspace() for ch in job_id):
-        raise ValueError(
-            f"job id {job_id!r} may not contain '/' or whitespace: it appears in URLs, "
-            "lock file names and Trigger.dev keys (use e.g. 'repository-sync')"
-        )
-    if not isinstance(name, str):
-        raise TypeError(f"job {job_id!r}: name must be a string, got {name!r}")
-    if not callable(job):
-        raise TypeError(f"job {job_id!r}: job must be callable, got {job!r}")
 
 
 def call_job(func: JobFunc) -> None:
@@ -120,7 +110,11 @@ class Job:
 
     The definition (``id``, ``name``, ``func``, ``schedule``) never changes; replacing a
     job makes a new :class:`Job` that inherits the old one's ``run_lock``, so the old and
-    new schedules can never run the job twice at once.
+    new schedules can never run the job twice at once. The live state is private: every
+    method below takes the job's own lock, so runtimes never lock a job themselves.
+
+    Shown status: ``running`` while a run is going (unless the job was stopped during it),
+    else ``stopped`` once stopped, else the last run's outcome (``scheduled`` before one).
     """
 
     def __init__(
@@ -138,43 +132,144 @@ class Job:
         self.schedule = schedule
         # Held for the whole of a run, acquired without blocking: the overlap guard.
         self.run_lock = run_lock or threading.Lock()
-        # Guards every mutable field below; never held across a job call.
-        self.state_lock = threading.Lock()
-        self.status: JobStatusType = "scheduled"
-        self.stopped = False
-        self.last_run: Optional[datetime] = None
-        self.next_run: Optional[datetime] = None
-        self.duration = 0.0
-        self.error: Optional[str] = None
-        self.runs = 0
-        self.failures = 0
-        self.skips = 0
-        self.runner: Optional[str] = None
-        self.sync_error: Optional[str] = None
-        #: Manager-specific handle for what triggers runs (a Timer, a registration...).
-        self.handle: Any = None
+        # Guards every field below; held only for assignments, never across a job call.
+        self._lock = threading.Lock()
+        self._stopped = False  # the schedule is cancelled (runs may still be triggered)
+        self._running = False
+        self._stopped_when_run_began = False
+        self._outcome: JobStatusType = "scheduled"  # last run's outcome
+        self._last_run: Optional[datetime] = None
+        self._next_run: Optional[datetime] = None
+        self._duration = 0.0
+        self._error: Optional[str] = None
+        self._runs = 0
+        self._failures = 0
+        self._skips = 0
+        self._runner: Optional[str] = None
+        self._sync_error: Optional[str] = None
 
     @property
     def description(self) -> str:
         return self.schedule.description if self.schedule is not None else "manual"
 
+    # -- reading ------------------------------------------------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        """The job's schedule was cancelled (:meth:`stop`)."""
+        with self._lock:
+            return self._stopped
+
+    @property
+    def next_run(self) -> Optional[datetime]:
+        with self._lock:
+            return self._next_run
+
+    def _status(self) -> JobStatusType:
+        if self._running and self._stopped == self._stopped_when_run_began:
+            return "running"
+        return "stopped" if self._stopped else self._outcome
+
+    @property
+    def status(self) -> JobStatusType:
+        with self._lock:
+            return self._status()
+
     def snapshot(self) -> JobStatus:
-        with self.state_lock:
+        with self._lock:
+            status = self._status()
             return JobStatus(
                 id=self.id,
                 name=self.name,
-                status=self.status,
-                last_run=self.last_run,
-                next_run=self.next_run,
-                duration=self.duration,
-                error=self.error if self.status == "failed" else None,
+                status=status,
+                last_run=self._last_run,
+                next_run=self._next_run,
+                duration=self._duration,
+                error=self._error if status == "failed" else None,
                 schedule=self.description,
-                runs=self.runs,
-                failures=self.failures,
-                skips=self.skips,
-                runner=self.runner,
-                last_sync_error=self.sync_error,
+                runs=self._runs,
+                failures=self._failures,
+                skips=self._skips,
+                runner=self._runner,
+                last_sync_error=self._sync_error,
             )
+
+    # -- what runtimes change -------------------------------------------------------------
+
+    def stop(self) -> bool:
+        """Cancel the schedule: ``stopped``, no ``next_run``. ``False`` if already stopped."""
+        with self._lock:
+            was, self._stopped, self._next_run = self._stopped, True, None
+            return not was
+
+    def if_live(self, action: Callable[[], None]) -> bool:
+        """Call ``action`` (which must not block) unless the job is stopped; ``True`` if
+        called. A concurrent :meth:`stop` happens entirely before or after it, so a runtime
+        arming a timer here either sees the stop or has its timer seen by the stop."""
+        with self._lock:
+            if self._stopped:
+                return False
+            action()
+            return True
+
+    def set_next_run(self, when: Optional[datetime], *, expected: object = ...) -> bool:
+        """Show ``when`` as the next run, unless stopped (or ``next_run`` is no longer
+        ``expected``, when given); ``True`` if set."""
+        with self._lock:
+            if self._stopped or (expected is not ... and self._next_run != expected):
+                return False
+            self._next_run = when
+            return True
+
+    def set_runner(self, runner: Optional[str], *, unless_stopped: bool = False) -> None:
+        """Which process runs this schedule (multi-process modes); ``None`` clears it."""
+        with self._lock:
+            if not (unless_stopped and self._stopped):
+                self._runner = runner
+
+    def set_sync_error(self, error: Optional[str]) -> None:
+        """Why the last remote registration failed; ``None`` clears it."""
+        with self._lock:
+            self._sync_error = error
+
+    def count_skips(self, count: int = 1) -> None:
+        with self._lock:
+            self._skips += count
+
+    # -- what the core changes ----------------------------------------------------------
+
+    def _begin_run(self, now: datetime, *, scheduled: bool) -> bool:
+        with self._lock:
+            if scheduled and self._stopped:
+                return False
+            self._running = True
+            self._stopped_when_run_began = self._stopped
+            self._last_run = now
+            return True
+
+    def _end_run(self, duration: float, error: Optional[str]) -> None:
+        with self._lock:
+            self._running = False
+            self._duration = duration
+            self._runs += 1
+            if error is not None:
+                self._failures += 1
+            self._outcome = "completed" if error is None else "failed"
+            self._error = error
+
+    def _unstop(self, next_run: Optional[datetime]) -> None:
+        """Undo :meth:`stop` (a failed replacement puts the old job back)."""
+        with self._lock:
+            self._stopped, self._next_run = False, next_run
+
+    def _after_fork(self, *, running_here: bool) -> None:
+        """In a forked child: new locks; a run of a thread that did not survive is over."""
+        self._lock = threading.Lock()
+        self.run_lock = threading.Lock()
+        if running_here:
+            self.run_lock.acquire()
+        else:
+            self._running = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id!r} {self.description} {self.status}>"
@@ -185,20 +280,25 @@ class ManagedJobs(BackgroundJobManager):
 
     Subclasses say what starts runs by implementing :meth:`_start` (called under the
     table lock when a job is installed) and :meth:`_cancel` (when it is stopped or
-    replaced); they may veto a schedule in :meth:`_check_schedule`.
+    replaced); they may veto a schedule in :meth:`_check_schedule`, release resources in
+    :meth:`_release` and rebuild what a fork broke in :meth:`_reinit_after_fork` (calling
+    ``super()``).
     """
 
     def __init__(
         self,
         *,
         clock: Optional[Clock] = None,
+        settings: Optional[Settings] = None,
         env: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
-        self._env = env
-        # Guards _jobs (id -> Job, in scheduling order). Never held across a job call.
+        self.settings = Settings.coerce(settings, env)
+        # Guards _jobs (id -> Job, in scheduling order) and _closed. Never held across a
+        # job call.
         self._jobs_lock = threading.RLock()
         self._jobs: Dict[str, Job] = {}
+        self._closed = False
         clock = self._clock  # not self: a lambda holding self would make a reference cycle
         self._metrics = MetricsAggregator(lambda: _utc(clock.time()))
         # Guards _running (thread ident -> job id of the run on that thread); notified
@@ -207,12 +307,13 @@ class ManagedJobs(BackgroundJobManager):
         self._running: Dict[int, str] = {}
         self._waiting: Dict[int, int] = {}  # thread ident -> nested wait_idle() calls
         self._run_context: Optional[RunContext] = None
-        _live_managers.add(self)
+        _track(self)
 
     def _reinit_after_fork(self) -> None:
         """In a forked child, replace every lock: a thread that no longer exists may have
         held one at fork time. Runs of the forking thread continue, so their run locks are
-        taken again. Subclasses extend this to re-arm what triggers their runs."""
+        taken again. Subclasses extend this (calling ``super()`` first) to rebuild and
+        re-arm what triggers their runs."""
         me = threading.get_ident()
         self._jobs_lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
@@ -221,10 +322,11 @@ class ManagedJobs(BackgroundJobManager):
         self._metrics.reinit_after_fork()
         continuing = set(self._running.values())
         for job in self._jobs.values():
-            job.state_lock = threading.Lock()
-            job.run_lock = threading.Lock()
-            if job.id in continuing:
-                job.run_lock.acquire()
+            job._after_fork(running_here=job.id in continuing)
+
+    def _after_fork_in_parent(self) -> None:
+        """In the process that just forked (on a thread of its own, never the forking
+        one). Subclasses extend this to hand work over to the child."""
 
     # -- hooks for subclasses ---------------------------------------------------------
 
@@ -243,6 +345,9 @@ class ManagedJobs(BackgroundJobManager):
 
     def _release_claim(self, job: Job) -> None:
         """Release what :meth:`_try_claim` took."""
+
+    def _release(self) -> None:
+        """Release threads, files and connections for good (:meth:`close`, once)."""
 
     # -- configuration ----------------------------------------------------------------
 
@@ -266,19 +371,30 @@ class ManagedJobs(BackgroundJobManager):
         timezone: TimezoneArg = None,
     ) -> None:
         validate_job(id, name, job)
-        tz = resolve_timezone(id, timezone, self._env)
+        tz = resolve_timezone(id, timezone, self.settings.timezone)
         self._install(Job(id, name, job, parse_cron(id, cron_expression, tz)))
+
+    def add_job(self, definition: JobDefinition, *, scheduled: bool = True) -> None:
+        """Install a registry's declared job, on its schedule (a cron without a timezone
+        uses ``BGJOBS_TIMEZONE``) or, with ``scheduled=False``, unscheduled: it then runs
+        only when triggered or dispatched (``bgjobs exec``)."""
+        schedule = definition.to_schedule(self.settings.timezone) if scheduled else None
+        self._install(Job(definition.id, definition.name, definition.func, schedule))
 
     def _install(self, job: Job) -> None:
         if job.schedule is not None:
             self._check_schedule(job.id, job.schedule)
         with self._jobs_lock:
+            if self._closed:
+                raise RuntimeError(
+                    f"cannot schedule job {job.id!r}: this {type(self).__name__} has been shut "
+                    "down (closed)"
+                )
             old = self._jobs.get(job.id)
             if old is not None:
-                with old.state_lock:
-                    old_state = (old.stopped, old.status, old.next_run)
+                old_next_run = old.next_run
                 job.run_lock = old.run_lock
-                self._mark_stopped(old)
+                was_live = old.stop()
                 self._cancel(old)
             self._jobs[job.id] = job
             try:
@@ -289,9 +405,8 @@ class ManagedJobs(BackgroundJobManager):
                     del self._jobs[job.id]
                 else:
                     self._jobs[job.id] = old
-                    with old.state_lock:
-                        old.stopped, old.status, old.next_run = old_state
-                    if not old.stopped:
+                    if was_live:
+                        old._unstop(old_next_run)
                         self._start(old)
                 raise
         logger.debug("scheduled job %r (%s): %s", job.id, job.name, job.description)
@@ -306,26 +421,68 @@ class ManagedJobs(BackgroundJobManager):
 
     # -- stopping -----------------------------------------------------------------------
 
-    @staticmethod
-    def _mark_stopped(job: Job) -> None:
-        with job.state_lock:
-            job.stopped = True
-            job.status = "stopped"
-            job.next_run = None
-
     def stop_job(self, id: str) -> None:
         job = self._job(id)
         if job is None:
             return
-        self._mark_stopped(job)
+        job.stop()
         self._cancel(job)
 
     def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
         for job in self._all_jobs():
-            self._mark_stopped(job)
+            job.stop()
             self._cancel(job)
         if wait:
             self.wait_idle(timeout)
+
+    def close(self) -> None:
+        """:meth:`shutdown` with the default timeout. Idempotent."""
+        self.shutdown()
+
+    def shutdown(self, timeout: Optional[float] = None) -> bool:
+        """Stop every job for good, wait for running ones and release what this manager
+        holds (threads, files, connections). Idempotent.
+
+        Waits up to ``timeout`` seconds (``None``: ``BGJOBS_SHUTDOWN_TIMEOUT``, default
+        10) for running jobs, a run on the calling thread excepted, and logs a warning
+        naming each one still running then. Returns ``True`` if none is. Afterwards
+        scheduling raises ``RuntimeError``; ``trigger_job`` still works. Every live manager
+        is shut down like this at interpreter exit.
+        """
+        self._stop_for_good()
+        return self._await_runs(self.settings.shutdown_timeout if timeout is None else timeout)
+
+    def _stop_for_good(self) -> None:
+        """Refuse new schedules, stop every job, release resources (the last once)."""
+        with self._jobs_lock:
+            first, self._closed = not self._closed, True
+        self.stop_all_jobs()
+        if first:
+            self._release()
+
+    def _await_runs(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds for running jobs; log each one left, by name."""
+        if self.wait_idle(max(0.0, wait)):
+            return True
+        me = threading.get_ident()
+        with self._idle:
+            running = [job_id for ident, job_id in self._running.items() if ident != me]
+        for job_id in running:
+            job = self._job(job_id)
+            logger.warning(
+                "job %r (%s) is still running after the %gs shutdown timeout; not waiting "
+                "for it (BGJOBS_SHUTDOWN_TIMEOUT sets the timeout)",
+                job_id,
+                job.name if job is not None else "?",
+                self.settings.shutdown_timeout,
+            )
+        return False
+
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` was called."""
+        with self._jobs_lock:
+            return self._closed
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until no job runs (a run on the calling thread excepted), or ``timeout``.
@@ -372,18 +529,18 @@ class ManagedJobs(BackgroundJobManager):
         """Like :meth:`run`, for a run the schedule started (a timer tick).
 
         The run does not start (``False``, not counted as a skip) if the job was stopped
-        or replaced; that check and the switch to ``running`` happen under the job's state
+        or replaced; that check and the switch to ``running`` happen under the job's
         lock, so once :meth:`stop_job` has returned no scheduled run of the job can begin.
         """
         return self._run(job, scheduled=True)
 
     def _run(self, job: Job, *, scheduled: bool) -> bool:
         if not job.run_lock.acquire(blocking=False):
-            self._skip(job)
+            self.record_skips(job)
             return False
         try:
             if not self._try_claim(job):
-                self._skip(job)
+                self.record_skips(job)
                 return False
             try:
                 return self._run_claimed(job, scheduled=scheduled)
@@ -392,15 +549,18 @@ class ManagedJobs(BackgroundJobManager):
         finally:
             job.run_lock.release()
 
-    def _skip(self, job: Job) -> None:
-        with job.state_lock:
-            job.skips += 1
-        self._metrics.record_skip()
-        logger.info(
-            "job %r is still running, so this run was skipped (bgjobs never runs a job "
-            "twice at once)",
-            job.id,
-        )
+    def record_skips(self, job: Job, count: int = 1, reason: Optional[str] = None) -> None:
+        """Count ``count`` run attempts of ``job`` that did not happen, and say why."""
+        job.count_skips(count)
+        self._metrics.record_skip(count)
+        if reason is None:
+            logger.info(
+                "job %r is still running, so this run was skipped (bgjobs never runs a job "
+                "twice at once)",
+                job.id,
+            )
+        else:
+            logger.warning("job %r: skipped %d run(s): %s", job.id, count, reason)
 
     def _run_claimed(self, job: Job, *, scheduled: bool = False) -> bool:
         me = threading.get_ident()
@@ -411,12 +571,7 @@ class ManagedJobs(BackgroundJobManager):
             outer = self._running.get(me)
             self._running[me] = job.id
         started = self._clock.monotonic()
-        with job.state_lock:
-            refused = scheduled and job.stopped
-            if not refused:
-                job.status = "running"
-                job.last_run = _utc(self._clock.time())
-        if refused:
+        if not job._begin_run(_utc(self._clock.time()), scheduled=scheduled):
             self._unregister_run(me, outer)
             return False
         error: Optional[str] = None
@@ -442,7 +597,10 @@ class ManagedJobs(BackgroundJobManager):
             raise
         finally:
             duration = self._clock.monotonic() - started
-            self._finish(job, duration, error)
+            job._end_run(duration, error)
+            self._metrics.record_run(duration, succeeded=error is None)
+            if error is None:
+                logger.debug("job %r completed in %.3fs", job.id, duration)
             self._unregister_run(me, outer)
         return True
 
@@ -453,21 +611,6 @@ class ManagedJobs(BackgroundJobManager):
             else:
                 self._running[me] = outer
             self._idle.notify_all()
-
-    def _finish(self, job: Job, duration: float, error: Optional[str]) -> None:
-        with job.state_lock:
-            job.duration = duration
-            job.runs += 1
-            if error is not None:
-                job.failures += 1
-            if job.stopped:
-                job.status = "stopped"
-            else:
-                job.status = "completed" if error is None else "failed"
-            job.error = error
-        self._metrics.record_run(duration, succeeded=error is None)
-        if error is None:
-            logger.debug("job %r completed in %.3fs", job.id, duration)
 
     def trigger_job(self, id: str) -> bool:
         job = self._job(id)
@@ -484,11 +627,10 @@ class ManagedJobs(BackgroundJobManager):
         job = self._job(id)
         if job is None:
             return "not_found", None
-        with job.state_lock:
-            stopped = job.stopped
-        if stopped:
+        if job.stopped:
             return "stopped", job.snapshot()
         ran = self.run(job)
+        self._refresh(job)
         return ("ran" if ran else "busy"), job.snapshot()
 
     # -- reading ----------------------------------------------------------------------------
@@ -497,26 +639,21 @@ class ManagedJobs(BackgroundJobManager):
         """Bring fields derived from the clock (a remote schedule's ``next_run``) up to
         date before a status is read. Never called with a lock held."""
 
-    def _roll_next_run(
-        self, job: Job, cron: Callable[[], CronSchedule], *, fill_unknown: bool
-    ) -> None:
+    def _roll_next_run(self, job: Job, cron: CronSchedule, *, fill_unknown: bool) -> None:
         """For runtimes whose timers live elsewhere (Vercel, Trigger.dev): once ``next_run``
-        has passed — or is unknown, with ``fill_unknown`` — move it to ``cron()``'s next fire
-        time. A status read never fails for it; croniter runs outside the state lock."""
+        has passed — or is unknown, with ``fill_unknown`` — move it to ``cron``'s next fire
+        time. A status read never fails for it; croniter runs outside the job's lock."""
         now = _utc(self._clock.time())
-        with job.state_lock:
-            current = job.next_run
-            if job.stopped or (current is None and not fill_unknown):
-                return
-            if current is not None and current > now:
-                return
+        current = job.next_run
+        if job.stopped or (current is None and not fill_unknown):
+            return
+        if current is not None and current > now:
+            return
         try:
-            upcoming = cron().next_fire(now)
+            upcoming = cron.next_fire(now)
         except Exception:
             return
-        with job.state_lock:
-            if job.next_run == current and not job.stopped:
-                job.next_run = upcoming
+        job.set_next_run(upcoming, expected=current)
 
     def get_job_status(self, id: str) -> Optional[JobStatus]:
         job = self._job(id)
@@ -540,14 +677,102 @@ class ManagedJobs(BackgroundJobManager):
         return f"<{type(self).__name__} jobs={count}>"
 
 
-# Every manager alive in this process, held weakly, for the fork hook below.
+# -- process-wide hooks: the live managers, exit and fork -------------------------------
+# The one place bgjobs reacts to interpreter exit and os.fork() for managers; each manager's
+# own override chain (_stop_for_good, _reinit_after_fork, _after_fork_in_parent) does the rest.
+
+# Guards _live_managers, _hooks_installed and _exiting. Rebuilt in a forked child.
+_registry_lock = threading.Lock()
 _live_managers: weakref.WeakSet[ManagedJobs] = weakref.WeakSet()
+_hooks_installed = False
+_exiting = False
+
+
+def _track(manager: ManagedJobs) -> None:
+    global _hooks_installed
+    with _registry_lock:
+        _live_managers.add(manager)
+        if _hooks_installed:
+            return
+        _hooks_installed = True
+    # threading._register_atexit (3.9+) runs at the start of interpreter shutdown, before
+    # non-daemon threads are joined: scheduling stops at once instead of after whatever
+    # else the program waits for (concurrent.futures uses it for the same reason). Plain
+    # atexit as well, for hosts that run atexit functions without threading's shutdown
+    # (embedded interpreters such as uWSGI); _exit_hook runs once whichever comes first.
+    register_early = getattr(threading, "_register_atexit", None)
+    if register_early is not None:
+        with contextlib.suppress(RuntimeError):  # raised when already shutting down
+            register_early(_exit_hook)
+    atexit.register(_exit_hook)
+    if hasattr(os, "register_at_fork"):  # not on Windows
+        os.register_at_fork(
+            after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+        )
+
+
+def _managers() -> List[ManagedJobs]:
+    with _registry_lock:
+        return list(_live_managers)
+
+
+def _exit_hook() -> None:
+    """Interpreter exit: stop every manager's schedules, give running jobs their timeout."""
+    global _exiting
+    with _registry_lock:
+        if _exiting:
+            return
+        _exiting = True
+        # A manager already shut down had its wait, or is having it.
+        managers = [m for m in _live_managers if not m._closed]
+    started = time.monotonic()
+    for manager in managers:
+        try:
+            manager._stop_for_good()
+        except Exception:
+            logger.exception("bgjobs: stopping %r at exit failed", manager)
+    for manager in managers:
+        timeout = manager.settings.shutdown_timeout
+        remaining = timeout - (time.monotonic() - started)
+        running = manager.running_job_ids()
+        if running:
+            logger.info(
+                "bgjobs: waiting up to %.3gs for running job(s) %s before exit",
+                max(0.0, remaining),
+                ", ".join(repr(job_id) for job_id in running),
+            )
+        try:
+            manager._await_runs(remaining)
+        except Exception:
+            logger.exception("bgjobs: waiting for %r at exit failed", manager)
 
 
 def _after_fork_in_child() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
     for manager in list(_live_managers):
-        manager._reinit_after_fork()
+        try:
+            manager._reinit_after_fork()
+        except Exception:
+            logger.exception("bgjobs: rebuilding %r after fork failed", manager)
 
 
-if hasattr(os, "register_at_fork"):  # not on Windows
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def _after_fork_in_parent() -> None:
+    managers = [
+        m
+        for m in _managers()
+        if type(m)._after_fork_in_parent is not ManagedJobs._after_fork_in_parent
+    ]
+    if not managers:
+        return
+
+    # On a thread of its own: a hand-over takes the managers' locks, and a fork hook
+    # must not wait for a lock that another thread may hold.
+    def hand_over() -> None:
+        for manager in managers:
+            try:
+                manager._after_fork_in_parent()
+            except Exception:
+                logger.exception("bgjobs: handing %r over to a forked child failed", manager)
+
+    threading.Thread(target=hand_over, name="bgjobs-fork-handover", daemon=True).start()

@@ -10,12 +10,7 @@ import logging
 import threading
 from typing import Optional
 
-from .config import (
-    Env,
-    get_scheduling_mode,
-    get_trigger_dev_config,
-    trigger_dev_config_problem,
-)
+from .config import Env, Settings
 from .registry import JobRegistry
 from .types import BackgroundJobManager
 
@@ -33,20 +28,24 @@ _manager_lock = threading.Lock()
 _manager: Optional[BackgroundJobManager] = None
 
 
-def create_job_manager(env: Optional[Env] = None) -> BackgroundJobManager:
+def create_job_manager(
+    env: Optional[Env] = None, *, settings: Optional[Settings] = None
+) -> BackgroundJobManager:
     """A new manager for the mode :func:`~bgjobs.config.get_scheduling_mode` picks.
 
     disabled → :class:`~bgjobs.noop.NoOpJobManager`, local →
     :class:`~bgjobs.local.LocalJobManager`, vercel → :class:`~bgjobs.vercel.VercelJobManager`,
-    trigger-dev → :class:`~bgjobs.triggerdev.TriggerDevJobManager`.
+    trigger-dev → :class:`~bgjobs.triggerdev.TriggerDevJobManager`. Settings are read from
+    ``env`` (default ``os.environ``) once, unless ``settings`` is given.
     """
-    mode = get_scheduling_mode(env)
-    trigger_config = get_trigger_dev_config(env)
+    settings = Settings.coerce(settings, env)
+    mode = settings.mode
+    trigger_config = settings.trigger_dev
     if trigger_config.is_partially_configured:
         logger.warning(
             "Trigger.dev is partially configured (%r) and will not be used: %s",
             trigger_config,
-            trigger_dev_config_problem(trigger_config),
+            trigger_config.problem,
         )
     logger.info("bgjobs scheduling mode: %s", mode)
     manager: BackgroundJobManager
@@ -57,15 +56,15 @@ def create_job_manager(env: Optional[Env] = None) -> BackgroundJobManager:
     elif mode == "local":
         from .local import LocalJobManager
 
-        manager = LocalJobManager(env=env)
+        manager = LocalJobManager(settings=settings)
     elif mode == "vercel":
         from .vercel import VercelJobManager
 
-        manager = VercelJobManager(env=env)
+        manager = VercelJobManager(settings=settings)
     else:
         from .triggerdev import TriggerDevJobManager
 
-        manager = TriggerDevJobManager(trigger_config, env=env)
+        manager = TriggerDevJobManager(trigger_config, settings=settings)
     return manager
 
 
@@ -85,12 +84,13 @@ def get_job_manager() -> BackgroundJobManager:
 
 
 def reset_job_manager() -> None:
-    """Stop every job of the singleton and drop it; the next call makes a fresh one."""
+    """Close the singleton (stop its jobs, release its threads and connections) and drop
+    it; the next :func:`get_job_manager` makes a fresh one."""
     global _manager
     with _manager_lock:
         manager, _manager = _manager, None
     if manager is not None:
-        manager.stop_all_jobs()
+        manager.close()
 
 
 def initialize_background_jobs(

@@ -75,7 +75,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, cast
 
 import click
 from flask import Blueprint, Flask, current_app, has_app_context, request
@@ -85,11 +85,12 @@ from werkzeug.serving import is_running_from_reloader
 
 from .apps import from_flask_app
 from .cli import COMMANDS, Command, invoke
-from .config import is_truthy
+from .config import DEFAULT_PREFIX, Settings, is_truthy
+from .execution import ManagedJobs
 from .factory import create_job_manager
 from .registry import JobRegistry
 from .types import BackgroundJobManager
-from .wsgi import DEFAULT_PREFIX, Endpoints, normalize_prefix
+from .wsgi import Endpoints
 
 if TYPE_CHECKING:
     from flask.blueprints import BlueprintSetupState
@@ -126,7 +127,7 @@ class BGJobsState:
         registry: Optional[JobRegistry],
         endpoints: Endpoints,
         blueprint: Blueprint,
-        env: Mapping[str, Any],
+        settings: Settings,
     ) -> None:
         self.extension = extension
         self.manager = manager
@@ -134,8 +135,8 @@ class BGJobsState:
         self.endpoints = endpoints
         self.blueprint = blueprint
         #: The settings the manager and the endpoints were built from (app.config over
-        #: the environment, bgjobs' keys only).
-        self.env = env
+        #: the environment).
+        self.settings = settings
         # A fast path for the first-request hook; registry.apply_once is the real guard.
         self.started = False
 
@@ -227,18 +228,17 @@ class BGJobs:
         else:  # turned off here: the environment's value must not apply either
             env.pop("BGJOBS_LOCK_DIR", None)
 
-        # LocalJobManager(env=env) takes its lock_dir from BGJOBS_LOCK_DIR in env.
-        manager = create_job_manager(env)
-        set_run_context = getattr(manager, "set_run_context", None)
-        if callable(set_run_context):
+        settings = Settings.from_env(env)
+        manager = create_job_manager(settings=settings)
+        if isinstance(manager, ManagedJobs):
             # The real app object, not current_app: timer threads have no context to proxy.
-            set_run_context(app.app_context)
-        endpoints = Endpoints(manager, env=env)
-        blueprint = _blueprint(endpoints, normalize_prefix(str(config["BGJOBS_URL_PREFIX"])))
+            manager.set_run_context(app.app_context)
+        endpoints = Endpoints(manager, settings=settings)
+        blueprint = _blueprint(endpoints, settings.url_prefix)
         app.register_blueprint(blueprint)
         app.cli.add_command(_command_group())
 
-        state = BGJobsState(self, manager, registry, endpoints, blueprint, env)
+        state = BGJobsState(self, manager, registry, endpoints, blueprint, settings)
         app.extensions[EXTENSION_KEY] = state
         self._apps.add(app)
 

@@ -48,7 +48,7 @@ try:
 except ImportError:  # Windows
     HAVE_FLOCK = False
 
-__all__ = ["HAVE_FLOCK", "HostLock", "LockDirectory", "lock_file_name"]
+__all__ = ["HAVE_FLOCK", "HostLock", "LockDirectory", "lock_file_name", "reinit_after_fork"]
 
 PathArg = Union[str, "os.PathLike[str]"]
 """A filesystem path as ``str`` or path-like object."""
@@ -307,16 +307,28 @@ def _after_fork_in_parent() -> None:
     _fd_lock.release()
 
 
-def _after_fork_in_child() -> None:
-    global _fd_lock
+_reset_in_pid = os.getpid()  # the process whose descriptors _live_locks describes
+
+
+def reinit_after_fork() -> None:
+    """In a forked child: forget every inherited lock (closing, never unlocking, its
+    descriptor) and free the descriptor guard. Once per process, whoever calls first:
+    this module's own fork hook, or a manager re-arming its schedules that needs its
+    lock files usable before that hook's turn."""
+    global _fd_lock, _reset_in_pid
+    if _reset_in_pid == os.getpid():
+        return
+    _reset_in_pid = os.getpid()
     for lock in list(_live_locks):
         lock._forget_inherited()
     _fd_lock = threading.RLock()
 
 
+# Descriptor bookkeeping, not managers: these hooks guard every HostLock, whether or not
+# a manager owns it. Managers react to fork through the execution core's hook.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork,
         after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
+        after_in_child=reinit_after_fork,
     )

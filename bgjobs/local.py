@@ -56,8 +56,6 @@ stops scheduling and running jobs get up to ``BGJOBS_SHUTDOWN_TIMEOUT`` seconds 
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import math
 import os
@@ -67,10 +65,12 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from . import hostlock
+from .config import Settings
 from .execution import Job, ManagedJobs
 from .hostlock import HostLock, LockDirectory, lock_file_name
 from .schedules import Clock
-from .timers import DEFAULT_MAX_WORKERS, TimerHandle, TimerQueue
+from .timers import TimerHandle, TimerQueue
 
 __all__ = ["CATCH_UP_WINDOW", "DEFER_SECONDS", "ELECTION_INTERVAL", "LocalJobManager"]
 
@@ -84,9 +84,6 @@ DEFER_SECONDS = 1.5
 
 CATCH_UP_WINDOW = 30.0
 """A new leader runs a fire the previous one missed only if it was due this recently."""
-
-DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-"""Seconds running jobs get to finish at exit, unless ``BGJOBS_SHUTDOWN_TIMEOUT`` says."""
 
 _OVERRUN = "they passed while the job was still running (or its timer was late)"
 _HANDOVER = "they passed while no process ran its schedule (coalesced into one run)"
@@ -119,10 +116,11 @@ class _Slot:
 class LocalJobManager(ManagedJobs):
     """Runs jobs in-process on timers, with per-job overlap locks and metrics.
 
-    ``clock`` replaces the time source used for due times (tests); ``env`` is where
-    ``BGJOBS_TIMEZONE``, ``BGJOBS_LOCK_DIR`` and ``BGJOBS_SHUTDOWN_TIMEOUT`` are read
-    (default ``os.environ``). ``lock_dir`` (default ``BGJOBS_LOCK_DIR``; ``None`` and unset
-    mean no coordination) makes all processes sharing the directory run each scheduled
+    ``clock`` replaces the time source used for due times (tests); ``settings`` (default:
+    read from ``env``, default ``os.environ``) gives ``BGJOBS_TIMEZONE``,
+    ``BGJOBS_LOCK_DIR``, ``BGJOBS_MAX_WORKERS`` and ``BGJOBS_SHUTDOWN_TIMEOUT``.
+    ``lock_dir`` (default ``BGJOBS_LOCK_DIR``; ``None`` and unset mean no coordination)
+    makes all processes sharing the directory run each scheduled
     fire once between them — see the module documentation. ``max_workers`` (default
     ``BGJOBS_MAX_WORKERS``, else 10, like APScheduler) bounds how many scheduled runs
     happen at once; a fire that finds every worker busy waits for one (a slow job never
@@ -135,28 +133,29 @@ class LocalJobManager(ManagedJobs):
         *,
         clock: Optional[Clock] = None,
         env: Optional[Mapping[str, Any]] = None,
+        settings: Optional[Settings] = None,
         lock_dir: Union[str, os.PathLike[str], None] = None,
         max_workers: Optional[int] = None,
     ) -> None:
-        super().__init__(clock=clock, env=env)
-        source: Mapping[str, Any] = os.environ if env is None else env
-        self._shutdown_timeout = _shutdown_timeout(source)
-        self._timers = TimerQueue(self._clock, max_workers=_max_workers(max_workers, source))
-        if lock_dir is None:
-            lock_dir = str(source.get("BGJOBS_LOCK_DIR") or "").strip() or None
-        self._host: Optional[LockDirectory] = (
-            LockDirectory(lock_dir) if lock_dir is not None else None
-        )
-        # _slots (job id -> _Slot), _closed and _deferring are guarded by the table lock
+        super().__init__(clock=clock, settings=settings, env=env)
+        if max_workers is not None:
+            _check_max_workers(max_workers)
+            self.settings = self.settings.replace(max_workers=max_workers)
+        if lock_dir is not None:
+            self.settings = self.settings.replace(lock_dir=os.fspath(lock_dir))
+        self._timers = TimerQueue(self._clock, max_workers=self.settings.max_workers)
+        path = self.settings.lock_dir
+        self._host: Optional[LockDirectory] = LockDirectory(path) if path else None
+        # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
+        self._armed_lock = threading.Lock()
+        self._armed: Dict[Job, TimerHandle] = {}
+        # _slots (job id -> _Slot) and _deferring are guarded by the table lock
         # (_jobs_lock). Slots are never removed, so a lookup alone needs no lock.
         self._slots: Dict[str, _Slot] = {}
-        self._closed = False
-        self._shut_down = False  # shutdown() was called: the exit hook leaves it alone
         self._deferring = False  # this process forked: leave schedules to its children
         self._elector: Optional[threading.Thread] = None
         self._elector_wake = threading.Event()
         self._token = _new_token()  # tells this manager's records from others'
-        _register(self)
 
     @property
     def lock_dir(self) -> Optional[str]:
@@ -181,18 +180,26 @@ class LocalJobManager(ManagedJobs):
             return wall
         return self._clock.monotonic() + (wall - self._clock.time())
 
-    def _start(self, job: Job) -> None:
-        assert job.schedule is not None
-        if self._closed:
-            raise RuntimeError(
-                f"cannot schedule job {job.id!r}: this LocalJobManager has been shut down"
-            )
+    def _slot(self, job_id: str) -> Optional[_Slot]:
+        """``job_id``'s host-wide coordination (created on first use); ``None`` without a
+        lock directory."""
         if self._host is None:
+            return None
+        slot = self._slots.get(job_id)
+        if slot is None:
+            with self._jobs_lock:
+                slot = self._slots.get(job_id)
+                if slot is None:
+                    slot = self._slots[job_id] = _Slot(self._host, job_id)
+        return slot
+
+    def _start(self, job: Job) -> None:
+        if job.schedule is None:
+            return  # unscheduled: it runs when triggered or dispatched, never on a timer
+        slot = self._slot(job.id)
+        if slot is None:
             self._arm(job, job.schedule.first_due(self._now(job)))
             return
-        slot = self._slots.get(job.id)
-        if slot is None:
-            slot = self._slots[job.id] = _Slot(self._host, job.id)
         with slot.lock:
             # Open both lock files now: a planted symbolic link fails schedule_job.
             slot.run_claim.open()
@@ -212,15 +219,19 @@ class LocalJobManager(ManagedJobs):
         self._ensure_elector()
 
     def _arm(self, job: Job, due: float) -> None:
-        assert job.schedule is not None
+        schedule = job.schedule
+        assert schedule is not None
         wall = self._to_wall(job, due)
-        with job.state_lock:
-            if job.stopped:
-                return
-            # Armed under the state lock so a concurrent stop either sees and cancels this
-            # timer or makes this call return above.
-            job.handle = self._timers.call_at(due, job.schedule.wall_clock, self._tick, job, due)
-            job.next_run = _utc(wall)
+
+        def arm() -> None:
+            handle = self._timers.call_at(due, schedule.wall_clock, self._tick, job, due)
+            with self._armed_lock:
+                self._armed[job] = handle
+
+        # Armed inside if_live so a concurrent stop either sees and cancels this timer or
+        # makes this call do nothing.
+        if job.if_live(arm):
+            job.set_next_run(_utc(wall))
 
     def _tick(self, job: Job, due: float) -> None:
         """A timer fired (on a pool worker): name the thread for the job while it runs."""
@@ -231,27 +242,28 @@ class LocalJobManager(ManagedJobs):
         finally:
             thread.name = pool_name
 
-    def _cancel(self, job: Job) -> None:
-        with job.state_lock:
-            tick, job.handle = job.handle, None
+    def _disarm(self, job: Job) -> None:
+        with self._armed_lock:
+            tick = self._armed.pop(job, None)
         if tick is not None:
             tick.cancel()
+
+    def _cancel(self, job: Job) -> None:
+        self._disarm(job)
         slot = self._slots.get(job.id)
         if slot is not None:
             with slot.lock:
                 if slot.job is job:
                     slot.job = None
                     self._resign(slot)
-                    with job.state_lock:
-                        job.runner = None
+                    job.set_runner(None)
 
     def _fire(self, job: Job, due: float) -> None:
         assert job.schedule is not None
         slot = self._slots.get(job.id)
         if slot is None:
-            with job.state_lock:
-                if job.stopped:
-                    return
+            if job.stopped:
+                return
             nxt, missed = job.schedule.next_due(due, self._now(job))
             self._arm(job, nxt)
             reason = _OVERRUN
@@ -259,9 +271,8 @@ class LocalJobManager(ManagedJobs):
             with slot.lock:
                 if slot.job is not job or not slot.leading:
                     return  # resigned (stopped, replaced, forked) since this tick was armed
-                with job.state_lock:
-                    if job.stopped:
-                        return
+                if job.stopped:
+                    return
                 nxt, missed = job.schedule.next_due(due, self._now(job))
                 # Record first: a successor starts after this fire, so it never runs twice.
                 self._write_record(job, slot, nxt)
@@ -276,7 +287,7 @@ class LocalJobManager(ManagedJobs):
     # -- host-wide coordination -------------------------------------------------------------
 
     def _try_claim(self, job: Job) -> bool:
-        slot = self._slots.get(job.id)
+        slot = self._slot(job.id)
         return True if slot is None else slot.run_claim.try_acquire()
 
     def _release_claim(self, job: Job) -> None:
@@ -295,8 +306,7 @@ class LocalJobManager(ManagedJobs):
         slot.free_since = None
         due = self._resume_due(job, slot, installing=installing)
         self._write_record(job, slot, due)
-        with job.state_lock:
-            job.runner = f"this process (pid {os.getpid()})"
+        job.set_runner(f"this process (pid {os.getpid()})")
         self._arm(job, due)
         logger.info(
             "this process (pid %d) now runs the schedule of job %r; next run %s",
@@ -336,13 +346,8 @@ class LocalJobManager(ManagedJobs):
 
     def _skip_missed(self, job: Job, count: int, reason: str) -> None:
         """Count ``count`` due times that passed without a run (coalesced), log once."""
-        if count <= 0:
-            return
-        with job.state_lock:
-            job.skips += count
-        for _ in range(count):
-            self._metrics.record_skip()
-        logger.info("job %r: %d due time(s) skipped: %s", job.id, count, reason)
+        if count > 0:
+            self.record_skips(job, count, f"its due time(s) passed: {reason}")
 
     def _read_record(self, slot: _Slot) -> Optional[Dict[str, Any]]:
         """The schedule file's record (``pid``, ``schedule``, ``next``), if readable."""
@@ -397,10 +402,8 @@ class LocalJobManager(ManagedJobs):
             and math.isfinite(nxt)
         ):
             next_run = _utc(float(nxt))
-        with job.state_lock:
-            if not job.stopped:
-                job.runner = runner
-                job.next_run = next_run
+        job.set_runner(runner, unless_stopped=True)
+        job.set_next_run(next_run)
 
     def _resign(self, slot: _Slot) -> None:
         """Give up ``slot``'s schedule (no-op if not leading). ``slot.lock`` held."""
@@ -430,11 +433,8 @@ class LocalJobManager(ManagedJobs):
             if slot is None:
                 continue
             with slot.lock:
-                if slot.job is not job or slot.leading:
+                if slot.job is not job or slot.leading or job.stopped:
                     continue
-                with job.state_lock:
-                    if job.stopped:
-                        continue
                 try:
                     won = self._try_lead(slot)
                 except OSError as exc:
@@ -467,46 +467,11 @@ class LocalJobManager(ManagedJobs):
             self._elector = thread
             thread.start()
 
-    # -- shutdown ---------------------------------------------------------------------------
+    # -- lifecycle --------------------------------------------------------------------------
 
-    def shutdown(self, timeout: Optional[float] = None) -> bool:
-        """Stop this manager for good and wait for running jobs.
-
-        Cancels every schedule (a standby process takes over those this one ran), then
-        waits up to ``timeout`` seconds — ``None``: ``BGJOBS_SHUTDOWN_TIMEOUT``, default 10
-        — for running jobs (a run on the calling thread excepted). Returns ``True`` if
-        none is still running; each one that is gets a warning naming it. Afterwards
-        ``schedule_job``/``schedule_cron_job`` raise ``RuntimeError``; ``trigger_job``
-        still works. Every live manager is shut down like this at interpreter exit.
-        """
-        self._shut_down = True  # first: the exit hook must not wait for these runs again
-        self._close()
-        timeout = self._shutdown_timeout if timeout is None else timeout
-        return self._await_runs(timeout, timeout)
-
-    def _close(self) -> None:
-        with self._jobs_lock:
-            self._closed = True
-        self.stop_all_jobs()
+    def _release(self) -> None:
         self._elector_wake.set()
-
-    def _await_runs(self, wait: float, timeout: float) -> bool:
-        """Wait ``wait`` seconds for running jobs; name those left (``timeout``: the setting)."""
-        if self.wait_idle(max(0.0, wait)):
-            return True
-        me = threading.get_ident()
-        with self._idle:
-            running = [job_id for ident, job_id in self._running.items() if ident != me]
-        for job_id in running:
-            job = self._job(job_id)
-            logger.warning(
-                "job %r (%s) is still running after the %gs shutdown timeout; not waiting "
-                "for it (BGJOBS_SHUTDOWN_TIMEOUT sets the timeout)",
-                job_id,
-                job.name if job is not None else "?",
-                timeout,
-            )
-        return False
+        self._timers.shutdown()
 
     # -- fork -------------------------------------------------------------------------------
 
@@ -524,47 +489,44 @@ class LocalJobManager(ManagedJobs):
                 job = slot.job
                 if job is None or not slot.leading:
                     continue
-                with job.state_lock:
-                    tick, job.handle = job.handle, None
-                if tick is not None:
-                    tick.cancel()
+                self._disarm(job)
                 self._resign(slot)
                 self._show_standby(job, slot)
 
-    def _after_fork_in_child(self) -> int:
-        """Rebuild every lock and re-arm the schedules; returns the number of live jobs.
+    def _reinit_after_fork(self) -> None:
+        """Rebuild every lock and re-arm the schedules.
 
         Only the thread that called ``fork()`` exists here; any lock may have been held by
         one that does not. Runs that thread was in continue, so their run locks stay held.
         """
-        # The execution core's fork hook has already replaced the core's and the jobs' locks:
-        # it is registered when bgjobs.execution is imported, before this module's hook.
+        super()._reinit_after_fork()
+        hostlock.reinit_after_fork()  # lock files usable before the elector starts
         self._timers.reinit_after_fork()
+        armed, self._armed = self._armed, {}
+        self._armed_lock = threading.Lock()
         self._elector = None
         self._elector_wake = threading.Event()
         self._deferring = False
         self._token = _new_token()
-        continuing = set(self._running.values())
-        for slot in self._slots.values():  # their descriptors are closed by bgjobs.hostlock
+        for slot in self._slots.values():
             slot.lock = threading.Lock()
             slot.leading = False
             slot.free_since = None
         live = 0
         for job in self._jobs.values():
-            tick, job.handle = job.handle, None
-            if job.status == "running" and job.id not in continuing:
-                job.status = "stopped" if job.stopped else "scheduled"
             if job.stopped or self._closed or job.schedule is None:
                 continue
             live += 1
             if self._host is None:
-                due = tick.due if isinstance(tick, TimerHandle) else None
-                self._arm(job, due if due is not None else job.schedule.first_due(self._now(job)))
+                tick = armed.get(job)
+                due = tick.due if tick is not None else job.schedule.first_due(self._now(job))
+                self._arm(job, due)
             else:
-                job.runner = "standby; taking over from the parent process"
+                job.set_runner("standby; taking over from the parent process")
         if self._host is not None and live:
             self._ensure_elector(after_fork=True)
-        return live
+        elif live:
+            _warn_forked_without_lock_dir(live)
 
 
 def _election_loop(
@@ -588,145 +550,25 @@ def _new_token() -> str:
     return os.urandom(6).hex()
 
 
-def _max_workers(given: Optional[int], env: Mapping[str, Any]) -> int:
-    raw: object = given if given is not None else env.get("BGJOBS_MAX_WORKERS")
-    if raw is None or str(raw).strip() == "":
-        return DEFAULT_MAX_WORKERS
-    try:
-        value = int(str(raw))
-    except ValueError:
-        value = 0
-    if value < 1 or isinstance(raw, bool):
-        raise ValueError(
-            f"max_workers / BGJOBS_MAX_WORKERS must be a whole number >= 1, got {raw!r}"
-        )
-    return value
+def _check_max_workers(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_workers must be a whole number >= 1, got {value!r}")
 
 
-def _shutdown_timeout(env: Mapping[str, Any]) -> float:
-    raw = env.get("BGJOBS_SHUTDOWN_TIMEOUT")
-    if raw is None or str(raw).strip() == "":
-        return DEFAULT_SHUTDOWN_TIMEOUT
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"BGJOBS_SHUTDOWN_TIMEOUT must be a number of seconds >= 0 (e.g. 10), got {raw!r}"
-        )
-    return value
-
-
-# -- process-wide hooks: the live managers, exit and fork -------------------------------------
-
-# Guards _live_managers and _hooks_installed. Rebuilt in a forked child.
-_registry_lock = threading.Lock()
-_live_managers: weakref.WeakSet[LocalJobManager] = weakref.WeakSet()
-_hooks_installed = False
-_exiting = False
 _fork_warning_pid = 0  # the process that already logged the no-lock-directory warning
 
 
-def _register(manager: LocalJobManager) -> None:
-    global _hooks_installed
-    with _registry_lock:
-        _live_managers.add(manager)
-        if _hooks_installed:
-            return
-        _hooks_installed = True
-    # threading._register_atexit (3.9+) runs at the start of interpreter shutdown, before
-    # non-daemon threads are joined: scheduling stops at once instead of after whatever
-    # else the program waits for (concurrent.futures uses it for the same reason). Plain
-    # atexit as well, for hosts that run atexit functions without threading's shutdown
-    # (embedded interpreters such as uWSGI); _exit_hook runs once whichever comes first.
-    register_early = getattr(threading, "_register_atexit", None)
-    if register_early is not None:
-        with contextlib.suppress(RuntimeError):  # raised when already shutting down
-            register_early(_exit_hook)
-    atexit.register(_exit_hook)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(
-            after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-        )
-
-
-def _managers() -> List[LocalJobManager]:
-    with _registry_lock:
-        return list(_live_managers)
-
-
-def _exit_hook() -> None:
-    """Interpreter exit: stop every manager's schedules, give running jobs their timeout."""
-    global _exiting
-    with _registry_lock:
-        if _exiting:
-            return
-        _exiting = True
-        # A manager whose shutdown() was called already had its wait, or is having it.
-        managers = [m for m in _live_managers if not m._shut_down]
-    started = time.monotonic()
-    for manager in managers:
-        try:
-            manager._close()
-        except Exception:
-            logger.exception("bgjobs: stopping %r at exit failed", manager)
-    for manager in managers:
-        remaining = manager._shutdown_timeout - (time.monotonic() - started)
-        running = manager.running_job_ids()
-        if running:
-            logger.info(
-                "bgjobs: waiting up to %.3gs for running job(s) %s before exit",
-                max(0.0, remaining),
-                ", ".join(repr(job_id) for job_id in running),
-            )
-        try:
-            manager._await_runs(remaining, manager._shutdown_timeout)
-        except Exception:
-            logger.exception("bgjobs: waiting for %r at exit failed", manager)
-
-
-def _after_fork_in_parent() -> None:
-    managers = [m for m in _managers() if m._host is not None]
-    if managers:
-        # On a thread of its own: the hand-over takes the managers' locks, and a fork
-        # hook must not wait for a lock that another thread may hold.
-        threading.Thread(
-            target=_hand_over_to_children,
-            args=(managers,),
-            name="bgjobs-fork-handover",
-            daemon=True,
-        ).start()
-
-
-def _hand_over_to_children(managers: List[LocalJobManager]) -> None:
-    for manager in managers:
-        try:
-            manager._after_fork_in_parent()
-        except Exception:
-            logger.exception("bgjobs: handing schedules to a forked child failed")
-
-
-def _after_fork_in_child() -> None:
-    global _registry_lock, _fork_warning_pid
-    _registry_lock = threading.Lock()
-    unshared = 0
-    for manager in list(_live_managers):
-        try:
-            live = manager._after_fork_in_child()
-        except Exception:
-            logger.exception("bgjobs: re-arming schedules after fork failed")
-            continue
-        if manager._host is None:
-            unshared += live
-    if unshared and _fork_warning_pid != os.getpid():
-        _fork_warning_pid = os.getpid()
-        logger.warning(
-            "bgjobs: process %d was forked from %d with %d scheduled job(s) and no lock "
-            "directory, so each process now runs them (every job runs once per process). "
-            "Set BGJOBS_LOCK_DIR (or LocalJobManager(lock_dir=...)) to have one process per "
-            "host run them.",
-            os.getpid(),
-            os.getppid(),
-            unshared,
-        )
+def _warn_forked_without_lock_dir(live: int) -> None:
+    global _fork_warning_pid
+    if _fork_warning_pid == os.getpid():
+        return
+    _fork_warning_pid = os.getpid()
+    logger.warning(
+        "bgjobs: process %d was forked from %d with %d scheduled job(s) and no lock "
+        "directory, so each process now runs them (every job runs once per process). "
+        "Set BGJOBS_LOCK_DIR (or LocalJobManager(lock_dir=...)) to have one process per "
+        "host run them.",
+        os.getpid(),
+        os.getppid(),
+        live,
+    )

@@ -41,21 +41,14 @@ class MetricsAggregator:
                 self._failed += 1
             self._total_duration += duration
 
-    def record_skip(self) -> None:
-        """Count one run attempt refused because the job was still running."""
+    def record_skip(self, count: int = 1) -> None:
+        """Count ``count`` run attempts that did not happen (the job was still running)."""
         with self._metrics_lock:
-            self._skipped += 1
+            self._skipped += count
 
     def reinit_after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held mid-update)."""
         self._metrics_lock = threading.Lock()
-
-    def reset(self) -> None:
-        """Zero every counter and set ``last_cleanup`` to now."""
-        with self._metrics_lock:
-            self._successful = self._failed = self._skipped = 0
-            self._total_duration = 0.0
-            self._last_cleanup = self._now()
 
     def snapshot(self) -> JobMetrics:
         """The current totals as an immutable :class:`~bgjobs.types.JobMetrics`."""

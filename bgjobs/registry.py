@@ -25,13 +25,33 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Dict, Iterator, List, Optional, TypeVar
 
-from .execution import validate_job
-from .schedules import parse_cron, parse_interval, resolve_timezone
+from .schedules import (
+    IntervalSchedule,
+    Schedule,
+    parse_cron,
+    parse_interval,
+    resolve_timezone,
+)
 from .types import BackgroundJobManager, Interval, JobFunc, TimezoneArg
 
-__all__ = ["JobDefinition", "JobRegistry"]
+__all__ = ["JobDefinition", "JobRegistry", "validate_job"]
 
 F = TypeVar("F", bound=Callable[[], object])
+
+
+def validate_job(job_id: object, name: object, job: object) -> None:
+    """Fail fast on a declaration no manager can schedule, naming the job and the bad value."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise ValueError(f"job id must be a non-empty string, got {job_id!r}")
+    if job_id != job_id.strip() or "/" in job_id or any(ch.isspace() for ch in job_id):
+        raise ValueError(
+            f"job id {job_id!r} may not contain '/' or whitespace: it appears in URLs, "
+            "lock file names and Trigger.dev keys (use e.g. 'repository-sync')"
+        )
+    if not isinstance(name, str):
+        raise TypeError(f"job {job_id!r}: name must be a string, got {name!r}")
+    if not callable(job):
+        raise TypeError(f"job {job_id!r}: job must be callable, got {job!r}")
 
 
 @dataclass(frozen=True)
@@ -45,13 +65,14 @@ class JobDefinition:
     cron: Optional[str] = None
     timezone: TimezoneArg = None
 
-    @property
-    def schedule_text(self) -> str:
-        """``"every 300s"`` or ``"cron 0 9 * * *"`` (plus the timezone when one was given)."""
+    def to_schedule(self, default_timezone: Optional[str] = None) -> Schedule:
+        """This job's schedule; a cron declared without a timezone uses ``default_timezone``
+        (the ``BGJOBS_TIMEZONE`` setting), else UTC."""
         if self.interval is not None:
-            return f"every {self.interval:g}s"
-        tz = f" ({self.timezone})" if self.timezone is not None else ""
-        return f"cron {self.cron}{tz}"
+            return IntervalSchedule(self.interval)
+        assert self.cron is not None
+        tz = resolve_timezone(self.id, self.timezone, default_timezone)
+        return parse_cron(self.id, self.cron, tz)
 
     def schedule_on(self, manager: BackgroundJobManager) -> None:
         """Schedule this job on ``manager``."""

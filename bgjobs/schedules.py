@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import abc
 import math
-import os
 import time
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, List, Optional, Protocol, Tuple
 
 from .errors import InvalidScheduleError
 from .types import Interval, TimezoneArg
@@ -269,16 +268,13 @@ def parse_interval(job_id: str, interval: Interval) -> float:
     return seconds
 
 
-def resolve_timezone(
-    job_id: str, tz: TimezoneArg, env: Optional[Mapping[str, Any]] = None
-) -> tzinfo:
-    """A ``tzinfo`` from an IANA name or tzinfo; ``None`` means ``BGJOBS_TIMEZONE`` or UTC."""
+def resolve_timezone(job_id: str, tz: TimezoneArg, default: Optional[str] = None) -> tzinfo:
+    """A ``tzinfo`` from an IANA name or tzinfo; ``None`` means ``default`` (the setting
+    ``BGJOBS_TIMEZONE``, :attr:`bgjobs.config.Settings.timezone`), else UTC."""
     if tz is None:
-        source = os.environ if env is None else env
-        name = str(source.get("BGJOBS_TIMEZONE") or "").strip()
-        if not name:
+        if not default:
             return UTC
-        tz = name
+        tz = default
     if isinstance(tz, tzinfo):
         zone = getattr(tz, "zone", None)
         if zone and hasattr(tz, "localize"):  # pytz: its tzinfo only works via localize()

@@ -25,6 +25,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from .config import DEFAULT_MAX_WORKERS
 from .schedules import Clock
 
 __all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue"]
@@ -33,9 +34,6 @@ logger = logging.getLogger(__name__)
 
 WALL_CLOCK_RECHECK = 60.0
 """Seconds between checks that the wall clock was not stepped while a cron job waits."""
-
-DEFAULT_MAX_WORKERS = 10
-"""Runs that may happen at once on one manager's pool (``BGJOBS_MAX_WORKERS``)."""
 
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
 _COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
@@ -89,19 +87,21 @@ class TimerQueue:
         self._setup()
 
     def _setup(self) -> None:
-        # Guards _heap, _waiter and _offset; notified when a timer is armed earlier than
-        # the one the waiter waits for.
+        # Guards _heap, _waiter, _offset and _shutdown; notified when a timer is armed
+        # earlier than the one the waiter waits for, and at shutdown.
         self._cond = threading.Condition(threading.Lock())
+        self._shutdown = False
         self._heap: List[Tuple[float, int, TimerHandle]] = []
         self._compact_at = _COMPACT_MIN
         self._waiter: Optional[threading.Thread] = None
         self._offset = self._clock.time() - self._clock.monotonic()
-        # Guards _tasks, _workers, _idle (workers waiting for a task); notified when a
-        # task is queued.
+        # Guards _tasks, _workers, _idle (workers waiting for a task) and _pool_shutdown;
+        # notified when a task is queued, and at shutdown.
         self._pool_cond = threading.Condition(threading.Lock())
         self._tasks: Deque[TimerHandle] = deque()
         self._workers = 0
         self._idle = 0
+        self._pool_shutdown = False
 
     def reinit_after_fork(self) -> None:
         """In a forked child: drop every timer and thread of the parent (none survive
@@ -116,6 +116,8 @@ class TimerQueue:
         """Arm a timer for ``due`` (Unix time if ``wall_clock``, else monotonic)."""
         handle = TimerHandle(due, wall_clock, callback, args)
         with self._cond:
+            if self._shutdown:
+                raise RuntimeError("cannot arm a timer after the timer queue was shut down")
             handle._key = self._key(handle)
             entry = (handle._key, next(self._seq), handle)
             heapq.heappush(self._heap, entry)
@@ -135,6 +137,20 @@ class TimerQueue:
 
     def _key(self, handle: TimerHandle) -> float:
         return handle.due - self._offset if handle.wall_clock else handle.due
+
+    def shutdown(self) -> None:
+        """Drop every timer and let the waiting thread and idle workers exit now; a
+        callback already running finishes. Idempotent; :meth:`call_at` raises after it."""
+        with self._cond:
+            self._shutdown = True
+            for _, _, handle in self._heap:
+                handle.cancel()
+            self._heap.clear()
+            self._cond.notify_all()
+        with self._pool_cond:
+            self._pool_shutdown = True
+            self._tasks.clear()
+            self._pool_cond.notify_all()
 
     # -- the waiting thread -------------------------------------------------------------------
 
@@ -186,6 +202,8 @@ class TimerQueue:
 
     def _submit(self, handle: TimerHandle) -> None:
         with self._pool_cond:
+            if self._pool_shutdown:
+                return
             self._tasks.append(handle)
             if self._idle:
                 self._pool_cond.notify()
@@ -202,7 +220,9 @@ class TimerQueue:
             with self._pool_cond:
                 self._idle += 1
                 while not self._tasks:
-                    if not self._pool_cond.wait(_WORKER_IDLE_SECONDS) and not self._tasks:
+                    if self._pool_shutdown or (
+                        not self._pool_cond.wait(_WORKER_IDLE_SECONDS) and not self._tasks
+                    ):
                         self._idle -= 1
                         self._workers -= 1
                         return

@@ -30,7 +30,6 @@ updated with PUT, never re-POSTed.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback
@@ -42,20 +41,13 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import requests
 
-from .config import TRIGGER_DEV_ENVIRONMENTS, get_trigger_dev_config
+from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import Job, ManagedJobs
 from .registry import JobRegistry
-from .schedules import (
-    CronSchedule,
-    IntervalSchedule,
-    Schedule,
-    parse_cron,
-    resolve_timezone,
-    to_five_field_cron,
-)
-from .triggerdev_client import ScheduleObject, TriggerDevClient
-from .types import TriggerDevConfig
+from .schedules import CronSchedule, Schedule, resolve_timezone, to_five_field_cron
+from .triggerdev_client import ScheduleObject, TriggerDevClient, scrub
+from .types import TRIGGER_DEV_ENVIRONMENTS, TriggerDevConfig
 
 __all__ = [
     "DEFAULT_TASK_ID",
@@ -66,8 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TASK_ID = "bgjobs-dispatch"
 
 SyncOutcome = Literal["created", "updated", "unchanged"]
 """What registering one schedule did on the server."""
@@ -90,13 +80,14 @@ def _parse_time(value: object) -> Optional[datetime]:
 class _Registration:
     """What one job must look like on the server, and how registering it went.
 
-    ``cron`` and ``tz`` never change; every other field is guarded by the manager's
+    ``job``, ``cron`` and ``tz`` never change; every other field is guarded by the manager's
     ``_sync_lock``.
     """
 
-    __slots__ = ("_cron_schedule", "attempt", "cron", "error", "outcome", "state", "tz")
+    __slots__ = ("_cron_schedule", "attempt", "cron", "error", "job", "outcome", "state", "tz")
 
-    def __init__(self, cron: str, tz: str) -> None:
+    def __init__(self, job: Job, cron: str, tz: str) -> None:
+        self.job = job
         self.cron = cron
         self.tz = tz
         self.state: _State = "queued"
@@ -115,22 +106,22 @@ class _Registration:
         return self._cron_schedule
 
 
-_Queued = Tuple[Job, _Registration, bool]
-"""A queue entry: the job, its registration, and whether sync() asked for it (forced:
-registered even if the job is stopped)."""
+@dataclass(frozen=True)
+class _QueueEntry:
+    """One registration waiting for (or in) the worker."""
 
-
-def _is_stopped(job: Job) -> bool:
-    with job.state_lock:
-        return job.stopped
+    job: Job
+    registration: _Registration
+    forced: bool
+    """sync() asked for it: registered even if the job is stopped."""
 
 
 class TriggerDevJobManager(ManagedJobs):
     """Registers each job as a Trigger.dev schedule; runs dispatched jobs in-process.
 
-    ``config`` defaults to :func:`~bgjobs.config.get_trigger_dev_config` (read from
-    ``env``, default ``os.environ``); ``task_id`` to ``TRIGGER_DEV_TASK_ID``, else
-    ``bgjobs-dispatch``. ``session`` is an optional ``requests.Session``;
+    ``config`` defaults to the settings' Trigger.dev part, ``task_id`` to
+    ``TRIGGER_DEV_TASK_ID``, else ``bgjobs-dispatch`` (``settings`` default: read from
+    ``env``, default ``os.environ``). ``session`` is an optional ``requests.Session``;
     ``connect_timeout``/``read_timeout`` (seconds) apply to every call. ``client``
     replaces the whole HTTP client (then ``session`` and the timeouts are unused).
     """
@@ -142,21 +133,18 @@ class TriggerDevJobManager(ManagedJobs):
         task_id: Optional[str] = None,
         session: Optional[requests.Session] = None,
         env: Optional[Mapping[str, Any]] = None,
+        settings: Optional[Settings] = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         client: Optional[TriggerDevClient] = None,
     ) -> None:
-        super().__init__(env=env)
-        source = os.environ if env is None else env
-        self.config = config if config is not None else get_trigger_dev_config(env)
-        if self.config.environment not in TRIGGER_DEV_ENVIRONMENTS:
-            raise ValueError(
-                f"TRIGGER_DEV_ENVIRONMENT={self.config.environment!r} is not one of "
-                f"{', '.join(TRIGGER_DEV_ENVIRONMENTS)}: it is part of every schedule's key"
-            )
-        self.task_id = (
-            task_id or str(source.get("TRIGGER_DEV_TASK_ID") or "").strip() or DEFAULT_TASK_ID
-        )
+        super().__init__(settings=settings, env=env)
+        self.config = config if config is not None else self.settings.trigger_dev
+        if client is None:
+            _require_configured(self.config)
+        elif self.config.environment not in TRIGGER_DEV_ENVIRONMENTS:
+            _require_configured(self.config)  # the environment is in every schedule's key
+        self.task_id = task_id or self.settings.task_id
         self.key_prefix = f"bgjobs:{self.config.environment}:"
         self._timeouts = (connect_timeout, read_timeout)
         # A client we build on our own pool is rebuilt in a forked child; one handed in
@@ -164,23 +152,19 @@ class TriggerDevJobManager(ManagedJobs):
         self._owns_pool = client is None and session is None
         self._owns_client = client is None
         self.client = client if client is not None else self._new_client(session)
-        # Guards _queue, _in_flight, _worker, _attempts and the state fields of every
-        # _Registration. Taken after _jobs_lock when both are needed (_start runs with
-        # _jobs_lock held); never held with a job's state_lock or across a network call.
+        # Guards _registrations, _queue, _in_flight, _worker, _attempts and the state
+        # fields of every _Registration. Taken after _jobs_lock when both are needed
+        # (_start runs with _jobs_lock held); never held across a network call.
         # Notified whenever the queue drains or a registration ends.
         self._sync_lock = threading.Condition(threading.Lock())
-        self._queue: Dict[str, _Queued] = {}  # job id -> latest entry, oldest first
-        self._in_flight: Optional[_Queued] = None
+        self._registrations: Dict[str, _Registration] = {}  # job id -> the latest
+        self._queue: Dict[str, _QueueEntry] = {}  # job id -> latest entry, oldest first
+        self._in_flight: Optional[_QueueEntry] = None
         self._worker: Optional[threading.Thread] = None
         self._attempts = 0
-        _managers.add(self)
 
     def _new_client(self, session: Optional[requests.Session] = None) -> TriggerDevClient:
-        if not self.config.api_key:
-            raise ValueError(
-                "the trigger-dev mode needs an API key: set TRIGGER_DEV_API_KEY "
-                "(or TRIGGER_SECRET_KEY) to the project's secret key"
-            )
+        assert self.config.api_key is not None  # checked in __init__
         connect_timeout, read_timeout = self._timeouts
         return TriggerDevClient(
             self.config.api_key,
@@ -212,13 +196,13 @@ class TriggerDevJobManager(ManagedJobs):
 
     def _start(self, job: Job) -> None:
         assert job.schedule is not None
-        registration = _Registration(*_remote_spec(job.id, job.schedule))
-        job.handle = registration
+        registration = _Registration(job, *_remote_spec(job.id, job.schedule))
         with self._sync_lock:
+            self._registrations[job.id] = registration
             previous = self._queue.get(job.id)
-            forced = previous[2] if previous is not None else False
+            forced = previous.forced if previous is not None else False
             # Keyed by id: a job rescheduled before its turn is registered once, as last set.
-            self._queue[job.id] = (job, registration, forced)
+            self._queue[job.id] = _QueueEntry(job, registration, forced)
             try:
                 self._start_worker_locked()
             except RuntimeError:  # no new threads (interpreter shutdown): sync() retries
@@ -228,16 +212,6 @@ class TriggerDevJobManager(ManagedJobs):
                     job.id,
                     exc_info=True,
                 )
-
-    def _cancel(self, job: Job) -> None:
-        # Stopped or replaced before its turn: put off (no HTTP call now); sync() registers
-        # it if it is still on the manager. A forced (sync-requested) entry stays.
-        with self._sync_lock:
-            entry = self._queue.get(job.id)
-            if entry is not None and entry[0] is job and not entry[2]:
-                del self._queue[job.id]
-                entry[1].state = "deferred"
-                self._sync_lock.notify_all()
 
     def _start_worker_locked(self) -> None:
         """Start the worker thread unless one is running. Called with ``_sync_lock`` held."""
@@ -264,13 +238,13 @@ class TriggerDevJobManager(ManagedJobs):
                 return False
             job_id = next(iter(self._queue))
             entry = self._queue.pop(job_id)
-            job, registration, forced = entry
+            job, registration = entry.job, entry.registration
             # Taken off the queue before the network call, so a job rescheduled meanwhile
             # is queued again (and registered after this) rather than lost.
             self._in_flight = entry
             registration.state = "running"
         try:
-            if forced or not _is_stopped(job):
+            if entry.forced or not job.stopped:
                 self._register(job, registration)
         finally:
             with self._sync_lock:
@@ -295,7 +269,8 @@ class TriggerDevJobManager(ManagedJobs):
                 entries.append(self._in_flight)
             self._queue.clear()
             self._in_flight = None
-            for _, registration, _ in entries:
+            for entry in entries:
+                registration = entry.registration
                 if registration.state in ("queued", "running"):
                     self._attempts += 1
                     registration.state, registration.error = "failed", error
@@ -324,17 +299,14 @@ class TriggerDevJobManager(ManagedJobs):
             with self._sync_lock:
                 registration.state, registration.outcome = "failed", None
                 registration.error = error
-            with job.state_lock:
-                job.sync_error = f"could not register the schedule on Trigger.dev: {error}"
+            job.set_sync_error(f"could not register the schedule on Trigger.dev: {error}")
             return
         next_run = _parse_time(remote.get("nextRun"))
         with self._sync_lock:
             registration.state, registration.outcome = "done", outcome
             registration.error = None
-        with job.state_lock:
-            job.sync_error = None
-            if not job.stopped:
-                job.next_run = next_run
+        job.set_sync_error(None)
+        job.set_next_run(next_run)
         logger.info("Trigger.dev schedule for job %r: %s", job.id, outcome)
 
     def _upsert(
@@ -444,8 +416,8 @@ class TriggerDevJobManager(ManagedJobs):
         unsettled = False
         with self._jobs_lock, self._sync_lock:  # the lock order _start uses
             for job in self._jobs.values():
-                registration = job.handle
-                if not isinstance(registration, _Registration):
+                registration = self._registration(job)
+                if registration is None:
                     continue
                 state = registration.state
                 if state == "done" and registration.outcome is not None:
@@ -455,12 +427,14 @@ class TriggerDevJobManager(ManagedJobs):
                     failures.append((job.id, registration.error))
                 else:
                     unsettled = True
-                    in_flight = self._in_flight is not None and self._in_flight[1] is registration
+                    in_flight = (
+                        self._in_flight is not None and self._in_flight.registration is registration
+                    )
                     if not in_flight:
                         # Failed before this call, put off, gone remotely, or queued: (re)queue
                         # it as forced, so it is registered even if its job is stopped.
                         registration.state, registration.error = "queued", None
-                        self._queue[job.id] = (job, registration, True)
+                        self._queue[job.id] = _QueueEntry(job, registration, True)
             if unsettled:
                 self._start_worker_locked()
                 return None
@@ -470,9 +444,10 @@ class TriggerDevJobManager(ManagedJobs):
 
     def _refresh(self, job: Job) -> None:
         """Move a passed ``next_run`` (the server's ``nextRun`` at registration) on by the cron."""
-        registration = job.handle
-        if isinstance(registration, _Registration):
-            self._roll_next_run(job, lambda: registration.cron_schedule(job.id), fill_unknown=False)
+        with self._sync_lock:
+            registration = self._registration(job)
+        if registration is not None:
+            self._roll_next_run(job, registration.cron_schedule(job.id), fill_unknown=False)
 
     # -- remote operations (explicit: stop_* only change local state) ---------------------
 
@@ -490,8 +465,7 @@ class TriggerDevJobManager(ManagedJobs):
             raise
         job = self._job(id)
         if job is not None:
-            with job.state_lock:
-                job.next_run = None  # an inactive schedule has no next run
+            job.set_next_run(None)  # an inactive schedule has no next run
         logger.info("deactivated Trigger.dev schedule %r", key)
         return True
 
@@ -505,13 +479,12 @@ class TriggerDevJobManager(ManagedJobs):
             return False
         logger.info("deleted Trigger.dev schedule %r", key)
         job = self._job(id)
-        registration = job.handle if job is not None else None
-        if job is not None and isinstance(registration, _Registration):
+        if job is not None:
             with self._sync_lock:
-                if registration.state == "done":
+                registration = self._registration(job)
+                if registration is not None and registration.state == "done":
                     registration.state, registration.outcome = "stale", None
-            with job.state_lock:
-                job.next_run = None
+            job.set_next_run(None)
         return True
 
     def prune(self) -> List[str]:
@@ -557,44 +530,55 @@ class TriggerDevJobManager(ManagedJobs):
 
     def _remote_specs(self) -> Dict[str, Tuple[str, str]]:
         """Job id → (cron, timezone) as sent to Trigger.dev, in scheduling order."""
-        return {
-            job.id: (job.handle.cron, job.handle.tz)
-            for job in self._all_jobs()
-            if isinstance(job.handle, _Registration)
-        }
-
-    def _close(self) -> None:
-        """Drop queued work and release a client this manager made (for one-shot use)."""
+        jobs = self._all_jobs()
         with self._sync_lock:
-            for _, registration, _ in self._queue.values():
-                registration.state = "deferred"
+            found = [(job.id, self._registration(job)) for job in jobs]
+        return {job_id: (r.cron, r.tz) for job_id, r in found if r is not None}
+
+    def _registration(self, job: Job) -> Optional[_Registration]:
+        """``job``'s registration (``None`` once replaced). ``_sync_lock`` held."""
+        registration = self._registrations.get(job.id)
+        return registration if registration is not None and registration.job is job else None
+
+    def _cancel(self, job: Job) -> None:
+        # Stopped or replaced before its turn: put off (no HTTP call now); sync() registers
+        # it if it is still on the manager. A forced (sync-requested) entry stays.
+        with self._sync_lock:
+            entry = self._queue.get(job.id)
+            if entry is not None and entry.job is job and not entry.forced:
+                del self._queue[job.id]
+                entry.registration.state = "deferred"
+                self._sync_lock.notify_all()
+
+    def _release(self) -> None:
+        """Drop queued work and release a client this manager made."""
+        with self._sync_lock:
+            for entry in self._queue.values():
+                entry.registration.state = "deferred"
             self._queue.clear()
             self._sync_lock.notify_all()
         if self._owns_client:
             self.client.close()
 
-    def _after_fork_in_child(self) -> None:
+    def _reinit_after_fork(self) -> None:
+        super()._reinit_after_fork()
         # The worker thread does not exist here, and may have held the lock at the fork.
         self._sync_lock = threading.Condition(threading.Lock())
         self._worker = None
         entry, self._in_flight = self._in_flight, None
         if entry is not None:
-            job, registration, forced = entry
-            if job.id in self._queue:
-                registration.state = "deferred"
+            if entry.job.id in self._queue:
+                entry.registration.state = "deferred"
             else:
-                registration.state = "queued"
-                self._queue = {job.id: (job, registration, forced), **self._queue}
+                entry.registration.state = "queued"
+                self._queue = {entry.job.id: entry, **self._queue}
         if self._owns_pool:
             # Pooled connections are shared with the parent: never reuse them here.
             self.client = self._new_client()
 
     def _scrub(self, text: str) -> str:
         # The config's key, and the client's in case one was handed in with another key.
-        for key in (self.config.api_key, getattr(self.client, "_api_key", None)):
-            if isinstance(key, str) and key:
-                text = text.replace(key, "***")
-        return text
+        return self.client.scrub(scrub(text, self.config.api_key))
 
     def _format_exception(self, exc: BaseException) -> str:
         return self._scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
@@ -618,22 +602,6 @@ def _worker_main(ref: weakref.ReferenceType[TriggerDevJobManager]) -> None:
             return
         finally:
             del manager
-
-
-# Every live manager, for the fork hook (the one piece of module state, besides logger).
-_managers: weakref.WeakSet[TriggerDevJobManager] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for manager in list(_managers):
-        try:
-            manager._after_fork_in_child()
-        except Exception:  # a fork hook must not raise
-            logger.exception("could not reset a Trigger.dev manager after fork")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _remote_spec(job_id: str, schedule: Schedule) -> Tuple[str, str]:
@@ -688,36 +656,34 @@ def sync_registry(
     *,
     manager: Optional[TriggerDevJobManager] = None,
     env: Optional[Mapping[str, Any]] = None,
+    settings: Optional[Settings] = None,
     prune: bool = False,
     timeout: Optional[float] = None,
 ) -> SyncReport:
     """Register every job of ``registry`` on Trigger.dev and wait for it (``bgjobs sync``).
 
-    Without ``manager`` one is built from ``env`` (default ``os.environ``); Trigger.dev must
+    Without ``manager`` one is built from ``settings`` (default: read from ``env``, default
+    ``os.environ``); Trigger.dev must
     be fully configured (``TRIGGER_DEV_ENABLED`` is not required: this is an explicit
     deploy step). Every schedule is checked before any request, so a job Trigger.dev cannot
     run (a 7-minute interval) fails with :class:`~bgjobs.errors.InvalidScheduleError` and
     nothing is sent. With ``prune``, schedules of this environment whose job is no longer
     declared are deleted afterwards. Raises what :meth:`TriggerDevJobManager.sync` raises.
     """
+    settings = manager.settings if manager is not None else Settings.coerce(settings, env)
     for definition in registry.definitions():
-        if definition.interval is not None:
-            schedule: Schedule = IntervalSchedule(definition.interval)
-        else:
-            assert definition.cron is not None
-            tz = resolve_timezone(definition.id, definition.timezone, env)
-            schedule = parse_cron(definition.id, definition.cron, tz)
-        _remote_spec(definition.id, schedule)
+        _remote_spec(definition.id, definition.to_schedule(settings.timezone))
     owned = manager is None
     if manager is None:
-        manager = TriggerDevJobManager(_require_config(env), env=env)
+        _require_configured(settings.trigger_dev)
+        manager = TriggerDevJobManager(settings.trigger_dev, settings=settings)
     try:
         registry.apply(manager)
         outcomes = manager.sync(timeout)
         removed = manager.prune() if prune else []
     finally:
         if owned:
-            manager._close()
+            manager.close()
     by_outcome: Dict[str, List[str]] = {"created": [], "updated": [], "unchanged": []}
     for job_id, outcome in outcomes.items():
         by_outcome[outcome].append(job_id)
@@ -730,16 +696,8 @@ def sync_registry(
     )
 
 
-def _require_config(env: Optional[Mapping[str, Any]]) -> TriggerDevConfig:
-    config = get_trigger_dev_config(env)
-    if not config.api_key:
-        raise ValueError(
-            "Trigger.dev is not configured: set TRIGGER_DEV_API_KEY (or TRIGGER_SECRET_KEY) "
-            "to the project's secret key"
-        )
-    if not config.is_fully_configured:
-        raise ValueError(
-            "Trigger.dev is not fully configured: TRIGGER_DEV_API_URL (or TRIGGER_API_URL) "
-            "must be an http(s) URL like 'https://api.trigger.dev'"
-        )
-    return config
+def _require_configured(config: TriggerDevConfig) -> None:
+    """Refuse a config Trigger.dev cannot be used with, naming the setting to fix."""
+    problem = config.problem
+    if problem is not None:
+        raise ValueError(f"Trigger.dev is not configured: {problem}")

@@ -53,6 +53,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .errors import TriggerDevError
+from .types import DEFAULT_TRIGGER_DEV_API_URL
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -61,11 +62,12 @@ __all__ = [
     "ScheduleGenerator",
     "ScheduleObject",
     "TriggerDevClient",
+    "scrub",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.trigger.dev"
+DEFAULT_API_URL = DEFAULT_TRIGGER_DEV_API_URL
 
 _RETRYABLE_NETWORK_ERRORS: Tuple[type[requests.RequestException], ...] = (
     requests.ConnectionError,
@@ -431,7 +433,7 @@ class TriggerDevClient:
                     allow_redirects=False,
                 )
             except _RETRYABLE_NETWORK_ERRORS as exc:
-                reason = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+                reason = f"{type(exc).__name__}: {self.scrub(str(exc))}"
                 if attempt >= self._max_attempts:
                     raise TriggerDevError(
                         f"{reason} (gave up after {attempt} attempts)", status=None, path=path
@@ -441,7 +443,7 @@ class TriggerDevClient:
                 self._sleep(delay)
                 continue
             except requests.RequestException as exc:
-                message = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+                message = f"{type(exc).__name__}: {self.scrub(str(exc))}"
                 raise TriggerDevError(message, status=None, path=path) from exc
 
             status = response.status_code
@@ -512,16 +514,26 @@ class TriggerDevClient:
             if isinstance(value, dict):
                 value = value.get("message")
             if isinstance(value, str) and value.strip():
-                return self._scrub(value.strip()[:_MAX_MESSAGE_CHARS])
+                return self.scrub(value.strip())[:_MAX_MESSAGE_CHARS]
         return self._short_text(response)
 
     def _short_text(self, response: requests.Response) -> str:
-        text = " ".join(response.text.split())[:_MAX_MESSAGE_CHARS]
-        return self._scrub(text) or response.reason or "no explanation given"
+        # Masked before it is cut: a key straddling the cut would otherwise survive in part.
+        text = self.scrub(" ".join(response.text.split()))[:_MAX_MESSAGE_CHARS]
+        return text or response.reason or "no explanation given"
 
-    def _scrub(self, text: str) -> str:
-        # The server has no reason to echo the key, but a message is cheap to check.
-        return text.replace(self._api_key, "***")
+    def scrub(self, text: str) -> str:
+        """``text`` with this client's API key masked. The server has no reason to echo
+        the key, but a message is cheap to check."""
+        return scrub(text, self._api_key)
+
+
+def scrub(text: str, *secrets: Optional[str]) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _json_field(response: requests.Response, name: str) -> Any:

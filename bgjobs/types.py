@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, TypeVar, Union
 
 __all__ = [
     "BackgroundJobManager",
@@ -37,6 +37,28 @@ Interval = Union[int, float, timedelta]
 
 TimezoneArg = Union[str, tzinfo, None]
 """An IANA timezone name (``"Europe/Paris"``), a ``tzinfo``, or ``None`` for the default."""
+
+
+DEFAULT_TRIGGER_DEV_API_URL = "https://api.trigger.dev"
+
+TRIGGER_DEV_ENVIRONMENTS = ("development", "staging", "production")
+"""The values ``TRIGGER_DEV_ENVIRONMENT`` may take."""
+
+
+def _is_http_url(url: Optional[str]) -> bool:
+    """An absolute ``http``/``https`` URL with a host."""
+    if not url:
+        return False
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+_M = TypeVar("_M", bound="BackgroundJobManager")
 
 
 def _iso(value: Optional[datetime]) -> Optional[str]:
@@ -93,7 +115,7 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class JobMetrics:
-    """Aggregate counters over every job of a manager since it was created (or reset).
+    """Aggregate counters over every job of a manager since it was created.
 
     ``total_executions`` counts runs, not jobs; ``average_job_duration`` is the mean over
     all runs in seconds; ``skipped_executions`` counts run attempts refused because the
@@ -130,17 +152,29 @@ class TriggerDevConfig:
 
     enabled: bool = False
     api_key: Optional[str] = field(default=None, repr=False)
-    api_url: str = "https://api.trigger.dev"
+    api_url: str = DEFAULT_TRIGGER_DEV_API_URL
     environment: str = "development"
     settings_given: bool = False
+
+    @property
+    def problem(self) -> Optional[str]:
+        """Why this config is not fully configured, in one sentence; ``None`` if it is."""
+        if not self.api_key:
+            return "TRIGGER_DEV_API_KEY (or TRIGGER_SECRET_KEY) is not set"
+        if not _is_http_url(self.api_url):
+            return f"TRIGGER_DEV_API_URL={self.api_url!r} is not an http(s) URL"
+        if self.environment not in TRIGGER_DEV_ENVIRONMENTS:
+            return (
+                f"TRIGGER_DEV_ENVIRONMENT={self.environment!r} is not one of "
+                f"{', '.join(TRIGGER_DEV_ENVIRONMENTS)}"
+            )
+        return None
 
     @property
     def is_fully_configured(self) -> bool:
         """An API key is present, the API URL is a valid http(s) URL and the environment
         is one of development, staging, production."""
-        from .config import trigger_dev_config_problem
-
-        return trigger_dev_config_problem(self) is None
+        return self.problem is None
 
     @property
     def is_partially_configured(self) -> bool:
@@ -220,3 +254,18 @@ class BackgroundJobManager(abc.ABC):
     @abc.abstractmethod
     def get_job_metrics(self) -> JobMetrics:
         """A snapshot of the aggregate metrics."""
+
+    def close(self) -> None:
+        """Stop every job for good and release threads, files and connections.
+
+        Idempotent. Managers are context managers: ``with LocalJobManager() as m:`` closes
+        on leaving the block. This default stops every job; runtimes that hold resources
+        release them too.
+        """
+        self.stop_all_jobs()
+
+    def __enter__(self: _M) -> _M:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

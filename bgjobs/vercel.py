@@ -17,23 +17,16 @@ the status endpoint.
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import quote
 
+from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import InvalidScheduleError
 from .execution import Job, ManagedJobs
-from .registry import JobDefinition, JobRegistry
-from .schedules import (
-    Clock,
-    CronSchedule,
-    IntervalSchedule,
-    Schedule,
-    parse_cron,
-    resolve_timezone,
-    to_five_field_cron,
-)
-from .wsgi import DEFAULT_PREFIX, normalize_prefix
+from .registry import JobRegistry
+from .schedules import Clock, CronSchedule, Schedule, parse_cron, to_five_field_cron
 
 __all__ = ["VercelJobManager", "vercel_cron_expression", "vercel_crons"]
 
@@ -83,31 +76,46 @@ class VercelJobManager(ManagedJobs):
 
     ``next_run`` in statuses is the next fire time of the job's UTC cron — when Vercel
     will call — and is kept current as time passes. ``clock`` replaces the time source
-    (tests); ``env`` is where ``BGJOBS_TIMEZONE`` is read (default ``os.environ``).
+    (tests); ``settings`` (default: read from ``env``, default ``os.environ``) gives
+    ``BGJOBS_TIMEZONE``.
     """
 
     def __init__(
         self,
         *,
         clock: Optional[Clock] = None,
+        settings: Optional[Settings] = None,
         env: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        super().__init__(clock=clock, env=env)
+        super().__init__(clock=clock, settings=settings, env=env)
+        # Guards _crons: each live job's UTC cron, the one Vercel fires it on.
+        self._crons_lock = threading.Lock()
+        self._crons: Dict[Job, CronSchedule] = {}
+
+    def _reinit_after_fork(self) -> None:
+        super()._reinit_after_fork()
+        self._crons_lock = threading.Lock()
 
     def _check_schedule(self, job_id: str, schedule: Schedule) -> None:
         vercel_cron_expression(job_id, schedule)
 
     def _start(self, job: Job) -> None:
         assert job.schedule is not None
-        # The handle is the UTC cron Vercel fires on, parsed once.
-        job.handle = parse_cron(job.id, vercel_cron_expression(job.id, job.schedule), timezone.utc)
+        cron = parse_cron(job.id, vercel_cron_expression(job.id, job.schedule), timezone.utc)
+        with self._crons_lock:
+            self._crons[job] = cron
         self._refresh(job)
+
+    def _cancel(self, job: Job) -> None:
+        with self._crons_lock:
+            self._crons.pop(job, None)
 
     def _refresh(self, job: Job) -> None:
         """Move ``next_run`` to the next fire time after now, unless stopped or still ahead."""
-        cron = job.handle
-        if isinstance(cron, CronSchedule):
-            self._roll_next_run(job, lambda: cron, fill_unknown=True)
+        with self._crons_lock:
+            cron = self._crons.get(job)
+        if cron is not None:
+            self._roll_next_run(job, cron, fill_unknown=True)
 
     def run(self, job: Job) -> bool:
         ran = super().run(job)
@@ -115,35 +123,27 @@ class VercelJobManager(ManagedJobs):
         return ran
 
 
-def _definition_schedule(definition: JobDefinition, env: Optional[Mapping[str, Any]]) -> Schedule:
-    if definition.interval is not None:
-        return IntervalSchedule(definition.interval)
-    assert definition.cron is not None
-    tz = resolve_timezone(definition.id, definition.timezone, env)
-    return parse_cron(definition.id, definition.cron, tz)
-
-
 def vercel_crons(
     registry: JobRegistry,
     prefix: str = DEFAULT_PREFIX,
     *,
     env: Optional[Mapping[str, Any]] = None,
+    settings: Optional[Settings] = None,
 ) -> List[Dict[str, str]]:
     """The ``crons`` array for ``vercel.json``: one ``{"path", "schedule"}`` per job.
 
     ``path`` is the dispatch endpoint ``<prefix>/<URL-encoded job id>``; ``schedule`` the
-    job's UTC cron (an interval converts exactly, or not at all). ``env`` is where
-    ``BGJOBS_TIMEZONE`` is read for cron jobs declared without a timezone (default
+    job's UTC cron (an interval converts exactly, or not at all). Cron jobs declared
+    without a timezone use ``settings.timezone`` (default: read from ``env``, default
     ``os.environ``). Raises :class:`~bgjobs.errors.InvalidScheduleError` naming the first
     job whose schedule Vercel cannot express.
     """
     base = normalize_prefix(prefix)
+    default_tz = Settings.coerce(settings, env).timezone
     return [
         {
             "path": f"{base}/{quote(definition.id, safe='')}",
-            "schedule": vercel_cron_expression(
-                definition.id, _definition_schedule(definition, env)
-            ),
+            "schedule": vercel_cron_expression(definition.id, definition.to_schedule(default_tz)),
         }
         for definition in registry
     ]

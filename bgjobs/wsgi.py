@@ -55,15 +55,15 @@ import hmac
 import html
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs
 
-from .config import get_app_environment
+from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import JobNotFoundError
+from .execution import ManagedJobs
 from .schedules import format_seconds
 from .types import BackgroundJobManager, JobMetrics, JobStatus
 
@@ -85,7 +85,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "/api/cron"
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
 PAGE_REFRESH_SECONDS = 5
@@ -105,14 +104,6 @@ _PAGE_HEADERS = (
     ),
     ("Referrer-Policy", "no-referrer"),
 )
-
-
-def normalize_prefix(prefix: str) -> str:
-    """``"api/cron/"`` → ``"/api/cron"``; ``""`` and ``"/"`` → ``""`` (the root)."""
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a string like '/api/cron', got {prefix!r}")
-    stripped = prefix.strip().strip("/")
-    return f"/{stripped}" if stripped else ""
 
 
 @dataclass(frozen=True)
@@ -166,16 +157,13 @@ def dispatch(
 ) -> Tuple[DispatchOutcome, Optional[JobStatus]]:
     """Run ``job_id`` for a remote scheduler: ``(outcome, status afterwards)``.
 
-    Uses the manager's ``dispatch`` (every manager built on the execution core has it);
+    Uses :meth:`ManagedJobs.dispatch` for every manager built on the execution core;
     for any other :class:`BackgroundJobManager` — e.g. the no-op one — falls back to
     :meth:`~BackgroundJobManager.get_job_status` plus :meth:`~BackgroundJobManager.trigger_job`
     with the same rules: a stopped job is not run.
     """
-    own = getattr(manager, "dispatch", None)
-    if callable(own):
-        outcome: DispatchOutcome
-        outcome, status = own(job_id)
-        return outcome, status
+    if isinstance(manager, ManagedJobs):
+        return manager.dispatch(job_id)
     status = manager.get_job_status(job_id)
     if status is None:
         return "not_found", None
@@ -186,17 +174,6 @@ def dispatch(
     except JobNotFoundError:  # removed between the two calls
         return "not_found", None
     return ("ran" if ran else "busy"), manager.get_job_status(job_id) or status
-
-
-def _secret_bytes(secret: Optional[str], env: Mapping[str, Any]) -> Optional[bytes]:
-    if secret:
-        return secret.encode("utf-8")
-    for name in ("BGJOBS_SECRET", "CRON_SECRET"):
-        value = env.get(name)
-        text = str(value).strip() if value is not None else ""
-        if text:
-            return text.encode("utf-8")
-    return None
 
 
 def _digest(value: bytes) -> bytes:
@@ -232,14 +209,15 @@ class Endpoints:
         manager: BackgroundJobManager,
         *,
         secret: Optional[str] = None,
+        settings: Optional[Settings] = None,
         env: Optional[Mapping[str, Any]] = None,
     ) -> None:
-        source: Mapping[str, Any] = os.environ if env is None else env
+        settings = Settings.coerce(settings, env)
         self.manager = manager
-        secret_bytes = _secret_bytes(secret, source)
+        secret = secret if secret else settings.secret
         # Only a digest of the secret is kept: nothing here can print the secret itself.
-        self._secret = _digest(secret_bytes) if secret_bytes is not None else None
-        self._environment = get_app_environment(source)
+        self._secret = _digest(secret.encode("utf-8")) if secret else None
+        self._environment = settings.app_environment
         if self._secret is None and self._environment == "development":
             logger.warning(
                 "bgjobs endpoints accept requests without a secret because the app "
@@ -413,13 +391,14 @@ def create_app(
     secret: Optional[str] = None,
     prefix: str = DEFAULT_PREFIX,
     env: Optional[Mapping[str, Any]] = None,
+    settings: Optional[Settings] = None,
 ) -> WSGIApp:
     """The WSGI app serving ``manager``'s endpoints under ``prefix`` (see the module doc).
 
-    ``secret`` defaults to ``BGJOBS_SECRET``, else ``CRON_SECRET``, read from ``env``
-    (default ``os.environ``) now, once.
+    ``secret`` defaults to ``BGJOBS_SECRET``, else ``CRON_SECRET``, read from ``settings``
+    (default: from ``env``, default ``os.environ``) now, once.
     """
-    return WSGIApp(Endpoints(manager, secret=secret, env=env), prefix)
+    return WSGIApp(Endpoints(manager, secret=secret, settings=settings, env=env), prefix)
 
 
 # -- the HTML page ----------------------------------------------------------------------------

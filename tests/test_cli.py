@@ -699,7 +699,7 @@ def test_load_app_finds_a_flask_app_with_bgjobs_before_a_registry(
     assert target.flask_app is module.web and target.registry is module.jobs
     assert target.spec.endswith(":web")
     assert target.run_context == module.web.app_context  # the extension's own mechanism
-    assert target.settings is not None and target.settings["BGJOBS_MODE"] == "disabled"
+    assert target.settings is not None and target.settings.mode == "disabled"
 
     bare = load_app(f"{path}:jobs")  # naming the registry: no app, no context
     assert bare.registry is module.jobs and bare.flask_app is None and bare.run_context is None

@@ -14,7 +14,6 @@ from bgjobs.config import (
     get_scheduling_mode,
     get_trigger_dev_config,
     should_use_trigger_dev,
-    trigger_dev_config_problem,
 )
 from bgjobs.types import TriggerDevConfig
 
@@ -222,7 +221,7 @@ def test_unknown_trigger_dev_environment_is_never_used_and_is_named() -> None:
     config = get_trigger_dev_config(env)
     assert not config.is_fully_configured
     assert config.is_partially_configured
-    assert "prod-eu" in (trigger_dev_config_problem(config) or "")
+    assert "prod-eu" in (config.problem or "")
     # A typo must not break the other modes: the app falls back to local, with a warning.
     assert get_scheduling_mode(env) == "local"
     from bgjobs.triggerdev import TriggerDevJobManager

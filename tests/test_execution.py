@@ -524,7 +524,7 @@ def test_a_replacement_that_fails_to_start_leaves_the_old_job_running() -> None:
         def _start(self, job: Job) -> None:
             if self.fail:
                 raise OSError("cannot arm")
-            job.next_run = None
+            job.set_next_run(None)
 
     manager = FlakyStart()
     manager.schedule_job("sync", "Sync", lambda: None, 60)

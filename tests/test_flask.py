@@ -166,7 +166,7 @@ def test_app_config_wins_over_the_environment(
     assert client.get("/api/cron/status", headers=bearer(SECRET)).status_code == 200
     assert client.get("/api/cron/status", headers=bearer("from-env")).status_code == 401
     assert isinstance(get_manager(app), LocalJobManager)
-    assert get_state(app).env["BGJOBS_SECRET"] == SECRET
+    assert get_state(app).settings.secret == SECRET
 
 
 def test_environment_is_used_when_app_config_is_silent(
@@ -220,7 +220,7 @@ def test_lock_dir_defaults_under_instance_path_and_reaches_the_local_manager(
     manager = get_manager(app)
     assert isinstance(manager, LocalJobManager)
     assert manager.lock_dir == os.path.join(app.instance_path, "bgjobs")
-    assert get_state(app).env["BGJOBS_LOCK_DIR"] == manager.lock_dir
+    assert get_state(app).settings.lock_dir == manager.lock_dir
 
 
 def test_lock_dir_from_the_environment(
@@ -240,7 +240,7 @@ def test_lock_dir_can_be_turned_off(
     app = make_app(BGJOBS_LOCK_DIR=None)
     BGJobs(app)
     assert get_manager(app).lock_dir is None  # type: ignore[attr-defined]
-    assert "BGJOBS_LOCK_DIR" not in get_state(app).env
+    assert get_state(app).settings.lock_dir is None
 
 
 # -- endpoints ------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_child_rebuilds_locks_that_another_thread_held_at_fork(
 
     locks: List[Any] = [
         manager._jobs_lock,
-        job.state_lock,
+        job._lock,
         job.run_lock,
         manager._idle,
         manager._metrics._metrics_lock,
@@ -231,7 +231,7 @@ def test_every_runtime_rebuilds_its_locks_in_a_forked_child() -> None:
 
     def hold(forked: threading.Event) -> None:
         metrics_lock = manager._metrics._metrics_lock
-        with manager._jobs_lock, job.state_lock, job.run_lock, manager._idle, metrics_lock:
+        with manager._jobs_lock, job._lock, job.run_lock, manager._idle, metrics_lock:
             holding.set()
             forked.wait(30)
 

@@ -237,12 +237,12 @@ def test_cron_description_names_expression_and_timezone() -> None:
 
 
 def test_timezone_defaults_to_utc_then_bgjobs_timezone() -> None:
-    assert resolve_timezone("j", None, {}).utcoffset(None) == timedelta(0)
-    assert resolve_timezone("j", None, {"BGJOBS_TIMEZONE": ""}).utcoffset(None) == timedelta(0)
-    paris = resolve_timezone("j", None, {"BGJOBS_TIMEZONE": "Europe/Paris"})
+    assert resolve_timezone("j", None, None).utcoffset(None) == timedelta(0)
+    assert resolve_timezone("j", None, "").utcoffset(None) == timedelta(0)
+    paris = resolve_timezone("j", None, "Europe/Paris")
     assert utc(2026, 1, 1).astimezone(paris).utcoffset() == timedelta(hours=1)
     # An explicit timezone wins over BGJOBS_TIMEZONE.
-    explicit = resolve_timezone("j", "America/New_York", {"BGJOBS_TIMEZONE": "Europe/Paris"})
+    explicit = resolve_timezone("j", "America/New_York", "Europe/Paris")
     assert utc(2026, 1, 1).astimezone(explicit).utcoffset() == timedelta(hours=-5)
 
 

@@ -70,7 +70,7 @@ def managers(fake: FakeTriggerDev) -> Iterator[Callable[..., TriggerDevJobManage
     yield make
     for manager in made:
         worker = manager._worker
-        manager._close()
+        manager.close()
         if worker is not None:
             worker.join(timeout=5)
 
@@ -421,7 +421,7 @@ def test_at_the_plan_limit_existing_schedules_update_and_new_ones_fail_clearly(
             assert b is not None and b.last_sync_error is None
             assert_requests_match_spec(spec, fake.requests)
         finally:
-            manager._close()
+            manager.close()
 
 
 def test_a_post_refused_at_the_limit_for_a_key_that_appeared_meanwhile_becomes_a_put() -> None:
@@ -438,7 +438,7 @@ def test_a_post_refused_at_the_limit_for_a_key_that_appeared_meanwhile_becomes_a
             assert [r.method for r in fake.requests] == ["GET", "POST", "GET", "PUT"]
             assert len(fake.schedules) == 1
         finally:
-            manager._close()
+            manager.close()
 
 
 def test_an_unexpected_exception_is_recorded_and_the_worker_keeps_going(
@@ -472,7 +472,7 @@ def test_an_unexpected_exception_is_recorded_and_the_worker_keeps_going(
         assert manager.sync(timeout=5) == {"a": "created", "b": "created"}
         assert SECRET not in caplog.text and SECRET not in (status.last_sync_error or "")
     finally:
-        manager._close()
+        manager.close()
 
 
 # -- threads and lifecycle ---------------------------------------------------------------
@@ -818,7 +818,7 @@ def test_the_api_key_never_appears_in_logs_reprs_or_errors(
         manager.sync(timeout=5)
         texts.append(repr(manager))
     finally:
-        manager._close()
+        manager.close()
 
     assert any("bad key ***" in text for text in texts)
     for text in [*texts, caplog.text]:
@@ -845,7 +845,7 @@ def test_the_factory_builds_a_manager_wired_to_the_configured_server(
         assert manager.sync(timeout=5) == {"job": "created"}
         assert {r.header("Authorization") for r in fake.requests} == {f"Bearer {SECRET}"}
     finally:
-        manager._close()
+        manager.close()
 
 
 def test_sync_registry_registers_prunes_and_reports(fake: FakeTriggerDev) -> None:
