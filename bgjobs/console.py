@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
-from .execution import ManagedJobs
+from .execution import BaseJobManager
 from .schedules import format_seconds
 from .types import JobMetrics, JobStatus
 
@@ -163,7 +163,7 @@ def _status_table(
     return lines
 
 
-def summary(manager: ManagedJobs, reason: str, elapsed: float) -> str:
+def summary(manager: BaseJobManager, reason: str, elapsed: float) -> str:
     """What ``run`` prints last: why it stopped, each job's totals, and the metrics."""
     lines = [f"bgjobs: stopped after {span(elapsed)} ({reason})"]
     statuses = manager.get_all_job_statuses()
@@ -283,7 +283,7 @@ class View(abc.ABC):
     """How ``run`` shows progress; ``run`` calls :meth:`refresh` ten times a second."""
 
     @abc.abstractmethod
-    def refresh(self, manager: ManagedJobs, header: str, *, force: bool = False) -> None:
+    def refresh(self, manager: BaseJobManager, header: str, *, force: bool = False) -> None:
         """Show what changed; ``header`` says what ``run`` is doing (uptime, stopping...)."""
 
     @abc.abstractmethod
@@ -309,7 +309,7 @@ class _PlainView(View):
         for line in lines:
             self.message(line)
 
-    def refresh(self, manager: ManagedJobs, header: str, *, force: bool = False) -> None:
+    def refresh(self, manager: BaseJobManager, header: str, *, force: bool = False) -> None:
         for status in manager.get_all_job_statuses():
             runs, failures = self._seen.get(status.id, (0, 0))
             if status.runs == runs:
@@ -357,7 +357,7 @@ class _LiveView(View):
             except queue.Empty:
                 return lines
 
-    def refresh(self, manager: ManagedJobs, header: str, *, force: bool = False) -> None:
+    def refresh(self, manager: BaseJobManager, header: str, *, force: bool = False) -> None:
         pending = self._pending()
         now = time.monotonic()
         if not (pending or force or now - self._drawn_at >= _REDRAW):
@@ -372,7 +372,7 @@ class _LiveView(View):
         self._out.flush()
         self._height = len(table)
 
-    def _lines(self, manager: ManagedJobs, header: str) -> List[Tuple[str, str]]:
+    def _lines(self, manager: BaseJobManager, header: str) -> List[Tuple[str, str]]:
         """Each line of the display, without and with colours (the first to measure it)."""
         statuses = manager.get_all_job_statuses()
         now = datetime.now(UTC)

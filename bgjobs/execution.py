@@ -1,12 +1,12 @@
 """The execution core: run a job once, and the job table every manager shares.
 
-Every way a job can start — a timer tick, :meth:`~ManagedJobs.trigger_job`, an HTTP
+Every way a job can start — a timer tick, :meth:`~BaseJobManager.trigger_job`, an HTTP
 dispatch from Vercel or Trigger.dev, ``bgjobs exec`` — goes through
-:meth:`ManagedJobs.run`. It takes the job's overlap lock without blocking (a busy job is
+:meth:`BaseJobManager.run`. It takes the job's overlap lock without blocking (a busy job is
 skipped and counted, never queued), records status and metrics, turns an exception into
 a ``failed`` status plus an ERROR log with the traceback, and runs ``async def`` jobs on
 an event loop of their own. Managers differ only in *what starts a run*: they implement
-:meth:`ManagedJobs._start` and :meth:`ManagedJobs._cancel`.
+:meth:`BaseJobManager._start` and :meth:`BaseJobManager._cancel`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from .types import (
     TimezoneArg,
 )
 
-__all__ = ["DispatchOutcome", "Job", "ManagedJobs", "RunContext", "call_job"]
+__all__ = ["DispatchOutcome", "Job", "BaseJobManager", "RunContext", "call_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class Job:
         return f"<Job {self.id!r} {self.description} {self.status}>"
 
 
-class ManagedJobs(BackgroundJobManager):
+class BaseJobManager(BackgroundJobManager):
     """A :class:`BackgroundJobManager` with the job table and the execution core built in.
 
     Subclasses say what starts runs by implementing :meth:`_start` (called under the
@@ -683,12 +683,12 @@ class ManagedJobs(BackgroundJobManager):
 
 # Guards _live_managers, _hooks_installed and _exiting. Rebuilt in a forked child.
 _registry_lock = threading.Lock()
-_live_managers: weakref.WeakSet[ManagedJobs] = weakref.WeakSet()
+_live_managers: weakref.WeakSet[BaseJobManager] = weakref.WeakSet()
 _hooks_installed = False
 _exiting = False
 
 
-def _track(manager: ManagedJobs) -> None:
+def _track(manager: BaseJobManager) -> None:
     global _hooks_installed
     with _registry_lock:
         _live_managers.add(manager)
@@ -711,7 +711,7 @@ def _track(manager: ManagedJobs) -> None:
         )
 
 
-def _managers() -> List[ManagedJobs]:
+def _managers() -> List[BaseJobManager]:
     with _registry_lock:
         return list(_live_managers)
 
@@ -761,7 +761,7 @@ def _after_fork_in_parent() -> None:
     managers = [
         m
         for m in _managers()
-        if type(m)._after_fork_in_parent is not ManagedJobs._after_fork_in_parent
+        if type(m)._after_fork_in_parent is not BaseJobManager._after_fork_in_parent
     ]
     if not managers:
         return

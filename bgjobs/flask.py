@@ -86,7 +86,7 @@ from werkzeug.serving import is_running_from_reloader
 from .apps import from_flask_app
 from .cli import COMMANDS, Command, invoke
 from .config import DEFAULT_PREFIX, Settings, is_truthy
-from .execution import ManagedJobs
+from .execution import BaseJobManager
 from .factory import create_job_manager
 from .registry import JobRegistry
 from .types import BackgroundJobManager
@@ -230,7 +230,7 @@ class BGJobs:
 
         settings = Settings.from_env(env)
         manager = create_job_manager(settings=settings)
-        if isinstance(manager, ManagedJobs):
+        if isinstance(manager, BaseJobManager):
             # The real app object, not current_app: timer threads have no context to proxy.
             manager.set_run_context(app.app_context)
         endpoints = Endpoints(manager, settings=settings)

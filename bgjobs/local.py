@@ -67,7 +67,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from . import hostlock
 from .config import Settings
-from .execution import Job, ManagedJobs
+from .execution import Job, BaseJobManager
 from .hostlock import HostLock, LockDirectory, lock_file_name
 from .schedules import Clock
 from .timers import TimerHandle, TimerQueue
@@ -113,7 +113,7 @@ class _Slot:
         self.catching_up = False  # the armed tick runs a fire missed during a hand-over
 
 
-class LocalJobManager(ManagedJobs):
+class LocalJobManager(BaseJobManager):
     """Runs jobs in-process on timers, with per-job overlap locks and metrics.
 
     ``clock`` replaces the time source used for due times (tests); ``settings`` (default:

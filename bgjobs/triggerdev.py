@@ -43,7 +43,7 @@ import requests
 
 from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
-from .execution import Job, ManagedJobs
+from .execution import Job, BaseJobManager
 from .registry import JobRegistry
 from .schedules import CronSchedule, Schedule, resolve_timezone, to_five_field_cron
 from .triggerdev_client import ScheduleObject, TriggerDevClient, scrub
@@ -116,7 +116,7 @@ class _QueueEntry:
     """sync() asked for it: registered even if the job is stopped."""
 
 
-class TriggerDevJobManager(ManagedJobs):
+class TriggerDevJobManager(BaseJobManager):
     """Registers each job as a Trigger.dev schedule; runs dispatched jobs in-process.
 
     ``config`` defaults to the settings' Trigger.dev part, ``task_id`` to

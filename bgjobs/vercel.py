@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import InvalidScheduleError
-from .execution import Job, ManagedJobs
+from .execution import Job, BaseJobManager
 from .registry import JobRegistry
 from .schedules import Clock, CronSchedule, Schedule, parse_cron, to_five_field_cron
 
@@ -71,7 +71,7 @@ def _is_utc(tz: tzinfo) -> bool:
     )
 
 
-class VercelJobManager(ManagedJobs):
+class VercelJobManager(BaseJobManager):
     """Keeps the job table and runs jobs when the dispatch endpoint is called; no timers.
 
     ``next_run`` in statuses is the next fire time of the job's UTC cron — when Vercel

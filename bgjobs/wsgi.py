@@ -63,7 +63,7 @@ from urllib.parse import parse_qs
 
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import JobNotFoundError
-from .execution import ManagedJobs
+from .execution import BaseJobManager
 from .schedules import format_seconds
 from .types import BackgroundJobManager, JobMetrics, JobStatus
 
@@ -157,12 +157,12 @@ def dispatch(
 ) -> Tuple[DispatchOutcome, Optional[JobStatus]]:
     """Run ``job_id`` for a remote scheduler: ``(outcome, status afterwards)``.
 
-    Uses :meth:`ManagedJobs.dispatch` for every manager built on the execution core;
+    Uses :meth:`BaseJobManager.dispatch` for every manager built on the execution core;
     for any other :class:`BackgroundJobManager` — e.g. the no-op one — falls back to
     :meth:`~BackgroundJobManager.get_job_status` plus :meth:`~BackgroundJobManager.trigger_job`
     with the same rules: a stopped job is not run.
     """
-    if isinstance(manager, ManagedJobs):
+    if isinstance(manager, BaseJobManager):
         return manager.dispatch(job_id)
     status = manager.get_job_status(job_id)
     if status is None:

@@ -21,7 +21,7 @@ from bgjobs import (
     LocalJobManager,
     NoOpJobManager,
 )
-from bgjobs.execution import Job, ManagedJobs
+from bgjobs.execution import Job, BaseJobManager
 
 HOUR = 3600.0
 
@@ -494,7 +494,7 @@ def test_status_and_metrics_serialise_to_json_ready_dicts(manager: LocalJobManag
 
 
 def test_two_jobs_waiting_for_each_other_in_stop_all_jobs_do_not_deadlock() -> None:
-    manager = ManagedJobs()
+    manager = BaseJobManager()
     both_inside = threading.Barrier(2, timeout=10)
     returned: list = []
 
@@ -518,7 +518,7 @@ def test_two_jobs_waiting_for_each_other_in_stop_all_jobs_do_not_deadlock() -> N
 
 
 def test_a_replacement_that_fails_to_start_leaves_the_old_job_running() -> None:
-    class FlakyStart(ManagedJobs):
+    class FlakyStart(BaseJobManager):
         fail = False
 
         def _start(self, job: Job) -> None:
