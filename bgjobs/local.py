@@ -67,7 +67,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from . import hostlock
 from .config import Settings
-from .execution import Job, BaseJobManager
+from .execution import BaseJobManager, Job
 from .hostlock import HostLock, LockDirectory, lock_file_name
 from .schedules import Clock
 from .timers import TimerHandle, TimerQueue

@@ -43,7 +43,7 @@ import requests
 
 from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
-from .execution import Job, BaseJobManager
+from .execution import BaseJobManager, Job
 from .registry import JobRegistry
 from .schedules import CronSchedule, Schedule, resolve_timezone, to_five_field_cron
 from .triggerdev_client import ScheduleObject, TriggerDevClient, scrub

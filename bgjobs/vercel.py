@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import InvalidScheduleError
-from .execution import Job, BaseJobManager
+from .execution import BaseJobManager, Job
 from .registry import JobRegistry
 from .schedules import Clock, CronSchedule, Schedule, parse_cron, to_five_field_cron
 

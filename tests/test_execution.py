@@ -21,7 +21,7 @@ from bgjobs import (
     LocalJobManager,
     NoOpJobManager,
 )
-from bgjobs.execution import Job, BaseJobManager
+from bgjobs.execution import BaseJobManager, Job
 
 HOUR = 3600.0
 
