@@ -302,17 +302,15 @@ class TriggerDevClient:
         *,
         external_id: Optional[str] = None,
         timezone: Optional[str] = None,
-        deduplication_key: Optional[str] = None,
     ) -> ScheduleObject:
         """Replace a schedule's task, cron, external id and timezone.
 
         PUT replaces: an omitted ``external_id`` clears it and an omitted ``timezone``
         resets it to UTC. Beware: on a missing id the live server *creates* a schedule
         (with a new ``sched_`` id and no deduplication key), so look the schedule up first.
-        ``deduplication_key`` is not sent: ``UpdateScheduleOptions`` has no such field and
-        a schedule's key never changes; address the schedule by its key instead.
+        A schedule's deduplication key never changes (``UpdateScheduleOptions`` has no such
+        field): address the schedule by its key instead.
         """
-        del deduplication_key  # accepted so create and update take the same keywords
         body: Dict[str, Any] = {"task": task, "cron": cron}
         if external_id is not None:
             body["externalId"] = external_id

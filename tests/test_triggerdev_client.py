@@ -166,7 +166,6 @@ def test_update_schedule_puts_a_spec_valid_body_by_key(
         "30 9 * * 1-5",
         external_id="repository-sync",
         timezone="UTC",
-        deduplication_key=KEY,
     )
 
     (request,) = fake.requests
@@ -186,7 +185,7 @@ def test_update_schedule_on_a_missing_id_creates_an_unkeyed_schedule_like_live(
     client: TriggerDevClient, fake: FakeTriggerDev
 ) -> None:
     # Why the manager must look a schedule up before a PUT.
-    created = client.update_schedule(KEY, TASK, "0 9 * * *", deduplication_key=KEY)
+    created = client.update_schedule(KEY, TASK, "0 9 * * *")
 
     assert created["id"].startswith("sched_")
     assert "deduplicationKey" not in created
