@@ -89,7 +89,7 @@ def test_secrets_stay_out_of_the_repr() -> None:
 def test_a_bad_mode_fails_only_when_the_mode_is_asked_for() -> None:
     settings = Settings.from_env({"BGJOBS_MODE": "cloud"})
     with pytest.raises(ValueError, match="BGJOBS_MODE='cloud'"):
-        settings.mode
+        _ = settings.mode
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_every_runtime_closes_idempotently_as_a_context_manager(
     status = manager.get_job_status("daily")
     assert status is not None and status.status == "stopped" and status.next_run is None
     manager.close()  # idempotent
-    with pytest.raises(RuntimeError, match="'again'.*shut down"):
+    with pytest.raises(RuntimeError, match=r"'again'.*shut down"):
         manager.schedule_job("again", "Again", lambda: None, 60)
     assert manager.trigger_job("daily") is True  # a manual run still works
 
