@@ -687,3 +687,19 @@ def test_a_payload_that_is_not_json_fails_before_any_request(
     with pytest.raises(TypeError):
         client.trigger_task(TASK, {"when": object()})
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("json_body", [True, False], ids=["json-error", "text-body"])
+def test_a_key_straddling_the_message_cut_is_masked_whole(
+    client: TriggerDevClient, fake: FakeTriggerDev, json_body: bool
+) -> None:
+    # The server's message is cut to 200 characters; a key that starts 10 characters
+    # before the cut must not survive as its first 10 characters.
+    text = "x" * 190 + " " + SECRET + " tail"
+    body: Any = {"error": text} if json_body else text.encode()
+    fake.fail_next(400, body=body)
+    with pytest.raises(TriggerDevError) as info:
+        client.retrieve_schedule(KEY)
+    for shown in (str(info.value), info.value.message, repr(info.value)):
+        assert SECRET[:8] not in shown, shown
+    assert "***" in info.value.message
