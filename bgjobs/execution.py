@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import (
     Any,
     Callable,
@@ -44,6 +44,7 @@ from .schedules import (
     parse_cron,
     parse_interval,
     resolve_timezone,
+    utc_datetime,
 )
 from .types import (
     BackgroundJobManager,
@@ -64,10 +65,6 @@ DispatchOutcome = Literal["ran", "busy", "stopped", "not_found"]
 
 RunContext = Callable[[], ContextManager[Any]]
 """A factory for a context every run happens inside, e.g. Flask's ``app.app_context``."""
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 def call_job(func: JobFunc) -> None:
@@ -300,7 +297,7 @@ class BaseJobManager(BackgroundJobManager):
         self._jobs: Dict[str, Job] = {}
         self._closed = False
         clock = self._clock  # not self: a lambda holding self would make a reference cycle
-        self._metrics = MetricsAggregator(lambda: _utc(clock.time()))
+        self._metrics = MetricsAggregator(lambda: utc_datetime(clock.time()))
         # Guards _running (thread ident -> job id of the run on that thread); notified
         # whenever a run ends so stop_all_jobs(wait=True) can wake up.
         self._idle = threading.Condition(threading.Lock())
@@ -571,7 +568,7 @@ class BaseJobManager(BackgroundJobManager):
             outer = self._running.get(me)
             self._running[me] = job.id
         started = self._clock.monotonic()
-        if not job._begin_run(_utc(self._clock.time()), scheduled=scheduled):
+        if not job._begin_run(utc_datetime(self._clock.time()), scheduled=scheduled):
             self._unregister_run(me, outer)
             return False
         error: Optional[str] = None
@@ -643,7 +640,7 @@ class BaseJobManager(BackgroundJobManager):
         """For runtimes whose timers live elsewhere (Vercel, Trigger.dev): once ``next_run``
         has passed — or is unknown, with ``fill_unknown`` — move it to ``cron``'s next fire
         time. A status read never fails for it; croniter runs outside the job's lock."""
-        now = _utc(self._clock.time())
+        now = utc_datetime(self._clock.time())
         current = job.next_run
         if job.stopped or (current is None and not fill_unknown):
             return

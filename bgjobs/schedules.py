@@ -42,6 +42,7 @@ __all__ = [
     "parse_interval",
     "resolve_timezone",
     "to_five_field_cron",
+    "utc_datetime",
 ]
 
 UTC = timezone.utc
@@ -203,12 +204,12 @@ class CronSchedule(Schedule):
         return [_transition(self.tz, *sorted((first, second)))]  # does not exist
 
     def first_due(self, now: float) -> float:
-        return self.next_fire(_from_epoch(now)).timestamp()
+        return self.next_fire(utc_datetime(now)).timestamp()
 
     def next_due(self, previous_due: float, now: float) -> Tuple[float, int]:
-        nxt = self.next_fire(_from_epoch(previous_due))
+        nxt = self.next_fire(utc_datetime(previous_due))
         missed = 0
-        current = _from_epoch(now)
+        current = utc_datetime(now)
         while nxt <= current:
             missed += 1
             if missed >= 1000:  # a long suspend: stop counting one by one
@@ -221,8 +222,9 @@ class CronSchedule(Schedule):
         return f"CronSchedule({self.expression!r}, tz={_tz_name(self.tz)!r})"
 
 
-def _from_epoch(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
+def utc_datetime(epoch: float) -> datetime:
+    """Unix time as an aware UTC ``datetime`` (how bgjobs shows every timestamp)."""
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _offset(tz: tzinfo, instant: datetime) -> timedelta:
@@ -235,11 +237,11 @@ def _transition(tz: tzinfo, low: datetime, high: datetime) -> datetime:
     lo, hi = int(low.timestamp()), int(high.timestamp())
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _offset(tz, _from_epoch(mid)) == target:
+        if _offset(tz, utc_datetime(mid)) == target:
             hi = mid
         else:
             lo = mid
-    return _from_epoch(hi)
+    return utc_datetime(hi)
 
 
 def _tz_name(tz: tzinfo) -> str:

@@ -7,7 +7,7 @@ import ast
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Set
 
 import pytest
 from fake_triggerdev import FakeTriggerDev
@@ -177,8 +177,8 @@ def test_the_noop_manager_is_a_context_manager_too() -> None:
     assert manager.get_all_job_statuses() == []
 
 
-def _bgjobs_threads() -> List[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("bgjobs")]
+def _bgjobs_threads() -> Set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("bgjobs")}
 
 
 def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -191,14 +191,14 @@ def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def test_closing_the_local_runtime_releases_its_threads() -> None:
-    before = set(_bgjobs_threads())
+    before = _bgjobs_threads()
     ran = threading.Event()
     with LocalJobManager(env={}) as manager:
         manager.schedule_job("tick", "Tick", ran.set, 0.01)
         assert ran.wait(10)
-        assert set(_bgjobs_threads()) - before  # a waiting thread and a worker exist
+        assert _bgjobs_threads() - before  # a waiting thread and a worker exist
     # Not after the pool's idle timeout (30 s): at once.
-    assert _wait_until(lambda: not set(_bgjobs_threads()) - before, 5), _bgjobs_threads()
+    assert _wait_until(lambda: not _bgjobs_threads() - before, 5), _bgjobs_threads() - before
 
 
 def test_close_waits_for_a_running_job_and_reports_one_that_overruns(
