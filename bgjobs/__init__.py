@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from .types import (
         BackgroundJobManager,
         JobMetrics,
+        JobRun,
         JobStatus,
         JobStatusType,
         SchedulingMode,
@@ -87,6 +88,7 @@ _EXPORTS: Dict[str, str] = {
     "TriggerDevJobManager": "triggerdev",
     "BackgroundJobManager": "types",
     "JobMetrics": "types",
+    "JobRun": "types",
     "JobStatus": "types",
     "JobStatusType": "types",
     "SchedulingMode": "types",
@@ -103,6 +105,7 @@ __all__ = [
     "JobMetrics",
     "JobNotFoundError",
     "JobRegistry",
+    "JobRun",
     "JobStatus",
     "JobStatusType",
     "LocalJobManager",

@@ -144,6 +144,9 @@ class Job:
         self._skips = 0
         self._runner: Optional[str] = None
         self._sync_error: Optional[str] = None
+        self._last_success: Optional[datetime] = None
+        self._last_failure: Optional[datetime] = None
+        self._last_error: Optional[str] = None
 
     @property
     def description(self) -> str:
@@ -189,6 +192,9 @@ class Job:
                 skips=self._skips,
                 runner=self._runner,
                 last_sync_error=self._sync_error,
+                last_success=self._last_success,
+                last_failure=self._last_failure,
+                last_error=self._last_error,
             )
 
     # -- what runtimes change -------------------------------------------------------------
@@ -253,6 +259,10 @@ class Job:
                 self._failures += 1
             self._outcome = "completed" if error is None else "failed"
             self._error = error
+            if error is None:
+                self._last_success = self._last_run
+            else:
+                self._last_failure, self._last_error = self._last_run, error
 
     def _unstop(self, next_run: Optional[datetime]) -> None:
         """Undo :meth:`stop` (a failed replacement puts the old job back)."""

@@ -17,14 +17,25 @@ __all__ = [
     "JobFunc",
     "JobMetrics",
     "JobStatus",
+    "JobRun",
     "JobStatusType",
+    "RunOutcome",
+    "RunTrigger",
     "SchedulingMode",
     "TimezoneArg",
     "TriggerDevConfig",
 ]
 
-JobStatusType = Literal["running", "completed", "failed", "scheduled", "stopped"]
-"""Lifecycle: scheduled → running → completed | failed → running …; stopped."""
+JobStatusType = Literal["running", "completed", "failed", "scheduled", "stopped", "paused"]
+"""Lifecycle: scheduled → running → completed | failed → running …; stopped; paused
+(host-wide, until resumed)."""
+
+RunTrigger = Literal["schedule", "manual", "http", "cli", "remote"]
+"""What started a run: a timer, ``trigger_job``, an HTTP dispatch, ``bgjobs exec``, or
+Trigger.dev (a remote dispatch)."""
+
+RunOutcome = Literal["running", "completed", "failed", "abandoned", "timed_out"]
+"""How a run ended; ``abandoned``: its process died while it ran."""
 
 SchedulingMode = Literal["trigger-dev", "vercel", "local", "disabled"]
 """Which runtime the factory builds (see :func:`bgjobs.config.get_scheduling_mode`)."""
@@ -93,6 +104,14 @@ class JobStatus:
     modes): e.g. ``"this process (pid 42)"`` or ``"another process (pid 17)"``."""
     last_sync_error: Optional[str] = None
     """Runtimes that register schedules remotely: why the last registration failed."""
+    last_success: Optional[datetime] = None
+    """When the last successful run started."""
+    last_failure: Optional[datetime] = None
+    """When the last failed run started."""
+    last_error: Optional[str] = None
+    """The last failure's error, kept after later successes (unlike ``error``)."""
+    running_pid: Optional[int] = None
+    """The process running the job right now, when a state store knows it."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
@@ -110,6 +129,52 @@ class JobStatus:
             "skips": self.skips,
             "runner": self.runner,
             "last_sync_error": self.last_sync_error,
+            "last_success": _iso(self.last_success),
+            "last_failure": _iso(self.last_failure),
+            "last_error": self.last_error,
+            "running_pid": self.running_pid,
+        }
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a job, as the run history keeps it (newest first in listings).
+
+    ``scheduled_for`` is the due time of a scheduled fire (``None`` for other triggers);
+    ``finished`` and ``duration`` are ``None`` while it runs; ``traceback`` holds the last
+    lines of a failure's traceback; ``attempt`` counts from 1 (retries add to it).
+    """
+
+    run_id: str
+    job_id: str
+    trigger: RunTrigger
+    started: datetime
+    scheduled_for: Optional[datetime] = None
+    finished: Optional[datetime] = None
+    duration: Optional[float] = None
+    outcome: RunOutcome = "running"
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    attempt: int = 1
+    pid: int = 0
+    host: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
+        return {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "trigger": self.trigger,
+            "scheduled_for": _iso(self.scheduled_for),
+            "started": self.started.isoformat(),
+            "finished": _iso(self.finished),
+            "duration": self.duration,
+            "outcome": self.outcome,
+            "error": self.error,
+            "traceback": self.traceback,
+            "attempt": self.attempt,
+            "pid": self.pid,
+            "host": self.host,
         }
 
 

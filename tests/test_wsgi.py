@@ -40,6 +40,10 @@ STATUS_KEYS = {
     "skips",
     "runner",
     "last_sync_error",
+    "last_success",
+    "last_failure",
+    "last_error",
+    "running_pid",
 }
 METRIC_KEYS = {
     "total_executions",
