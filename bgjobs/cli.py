@@ -10,15 +10,17 @@
     bgjobs vercel-json myapp.jobs:jobs            # the "crons" array for vercel.json
 
 APP names a :class:`~bgjobs.registry.JobRegistry` or a Flask app with the bgjobs extension;
-:mod:`bgjobs.apps` loads it and states the rules. The same commands exist as ``flask
-bgjobs ...`` on an app with the extension (:mod:`bgjobs.flask` registers them through
-:func:`invoke`). Exit status: 0 success, 1 a job failed (or ``run`` had to abandon a
-running job), 2 a usage error — bad APP, unknown job, a schedule the target cannot
-express — reported as exactly one ``bgjobs: error: ...`` line on stderr, never a traceback.
+:mod:`bgjobs._cli.apps` loads it and states the rules. The same commands exist as ``flask
+bgjobs ...`` (:mod:`bgjobs._cli.flask_commands`, registered through Flask's
+``flask.commands`` entry point, calls :func:`invoke`). Exit status: 0 success, 1 a job
+failed (or ``run`` had to abandon a running job), 2 a usage error — bad APP, unknown job,
+a schedule the target cannot express — reported as exactly one ``bgjobs: error: ...`` line
+on stderr, never a traceback.
 
 Each subcommand is one row of :data:`COMMANDS`: a function adding its arguments (APP
 comes first, for all of them) and a handler taking the loaded APP and the parsed
-arguments and returning the exit status. What ``run`` shows lives in :mod:`bgjobs.console`.
+arguments and returning the exit status. What ``run`` shows lives in
+:mod:`bgjobs._cli.console`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ from types import FrameType
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .apps import APP_HELP, LoadedApp, load_app
-from .config import DEFAULT_PREFIX, Settings
-from .console import (
+from ._cli.apps import APP_HELP, LoadedApp, load_app
+from ._cli.console import (
     View,
     display_path,
     iso,
@@ -50,6 +51,7 @@ from .console import (
     span,
     summary,
 )
+from .config import DEFAULT_PREFIX, Settings
 from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
 from .local import LocalJobManager
 from .registry import JobDefinition
@@ -536,10 +538,8 @@ def _leave_jobs_to_the_command(target: LoadedApp) -> None:
     others. Stop them here, in this process only; other processes keep their schedules
     (with a lock directory, one takes over any this process led).
     """
-    if target.flask_app is not None:
-        from .flask import get_manager
-
-        get_manager(target.flask_app).stop_all_jobs()
+    if target.manager is not None:
+        target.manager.stop_all_jobs()
 
 
 def _settings(target: LoadedApp) -> Settings:
