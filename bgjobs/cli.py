@@ -344,7 +344,7 @@ def _cmd_sync(target: LoadedApp, args: argparse.Namespace) -> int:
     except ValueError as exc:  # not configured (no key, bad URL) or a bad schedule
         raise UsageError(str(exc)) from None
     except (TriggerDevError, TimeoutError) as exc:
-        _error(str(exc))
+        _print_error(str(exc))
         return EXIT_FAILED
     for line in report.lines():
         print(line)
@@ -490,7 +490,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed
         return _exit_status(exc)
-    return _handle(args.handler, lambda: load_app(args.app), args)
+    return _load_and_run(args.handler, lambda: load_app(args.app), args)
 
 
 def invoke(
@@ -508,7 +508,7 @@ def invoke(
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return _exit_status(exc)
-    return _handle(command.handler, load, args)
+    return _load_and_run(command.handler, load, args)
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -517,13 +517,13 @@ def _exit_status(exc: SystemExit) -> int:
     return EXIT_OK if exc.code is None else EXIT_USAGE
 
 
-def _handle(handler: Handler, load: Callable[[], LoadedApp], args: argparse.Namespace) -> int:
+def _load_and_run(handler: Handler, load: Callable[[], LoadedApp], args: argparse.Namespace) -> int:
     try:
         target = load()
         _leave_jobs_to_the_command(target)
         return handler(target, args)
     except (AppLoadError, UsageError, InvalidScheduleError) as exc:
-        _error(str(exc))
+        _print_error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C outside `run`, which handles it itself
         print("bgjobs: interrupted", file=sys.stderr, flush=True)
@@ -552,5 +552,5 @@ def _settings(target: LoadedApp) -> Settings:
         raise UsageError(str(exc)) from None
 
 
-def _error(message: str) -> None:
+def _print_error(message: str) -> None:
     print(f"bgjobs: error: {one_line(message)}", file=sys.stderr, flush=True)

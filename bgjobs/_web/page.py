@@ -73,52 +73,54 @@ _COLUMNS = (
 )
 
 
-def _e(value: object) -> str:
+def _escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _time(value: Optional[datetime], suffix: str = "") -> str:
+def _time_html(value: Optional[datetime], suffix: str = "") -> str:
     if value is None:
         return '<span class="muted">—</span>'
     utc = value.astimezone(timezone.utc)
     text = utc.strftime("%Y-%m-%d %H:%M:%S") + suffix
-    return f'<time datetime="{_e(utc.isoformat())}">{_e(text)}</time>'
+    return f'<time datetime="{_escape(utc.isoformat())}">{_escape(text)}</time>'
 
 
-def _duration(seconds: float) -> str:
+def _duration_text(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.3f} s"
     return format_seconds(round(seconds))
 
 
-def _schedule(description: str) -> str:
+def _schedule_html(description: str) -> str:
     """``cron 0 9 * * * (Europe/Paris)``: may wrap before the timezone, never inside the cron."""
     if not description:
-        return _time(None)
+        return _time_html(None)
     head, sep, tail = description.partition(" (")
     parts = [head, f"({tail}"] if sep else [head]
-    return " ".join(f'<span class="nw">{_e(part)}</span>' for part in parts)
+    return " ".join(f'<span class="nw">{_escape(part)}</span>' for part in parts)
 
 
-def _row(status: JobStatus) -> str:
-    runner = f'<span class="runner">{_e(status.runner)}</span>' if status.runner else ""
+def _job_row(status: JobStatus) -> str:
+    runner = f'<span class="runner">{_escape(status.runner)}</span>' if status.runner else ""
+    state = _escape(status.status)
+    duration = _escape(_duration_text(status.duration)) if status.runs else _time_html(None)
     problems = [status.error] if status.error else []
     if status.last_sync_error:
         problems.append(f"sync: {status.last_sync_error}")
     cells = (
-        f'<td class="job"><span class="name">{_e(status.name)}</span>'
-        f' <code class="id">{_e(status.id)}</code></td>',
-        f'<td><span class="badge {_e(status.status)}">{_e(status.status)}</span>{runner}</td>',
-        f'<td class="sched">{_schedule(status.schedule)}</td>',
-        f'<td class="time">{_time(status.last_run)}</td>',
-        f'<td class="time">{_time(status.next_run)}</td>',
-        f'<td class="num">{_e(_duration(status.duration)) if status.runs else _time(None)}</td>',
+        f'<td class="job"><span class="name">{_escape(status.name)}</span>'
+        f' <code class="id">{_escape(status.id)}</code></td>',
+        f'<td><span class="badge {state}">{state}</span>{runner}</td>',
+        f'<td class="sched">{_schedule_html(status.schedule)}</td>',
+        f'<td class="time">{_time_html(status.last_run)}</td>',
+        f'<td class="time">{_time_html(status.next_run)}</td>',
+        f'<td class="num">{duration}</td>',
         f'<td class="num">{status.runs}</td>',
         f'<td class="num">{status.failures}</td>',
         f'<td class="num">{status.skips}</td>',
-        f'<td class="error">{"<br>".join(_e(p) for p in problems)}</td>',
+        f'<td class="error">{"<br>".join(_escape(p) for p in problems)}</td>',
     )
-    return f'<tr data-job-id="{_e(status.id)}">{"".join(cells)}</tr>'
+    return f'<tr data-job-id="{_escape(status.id)}">{"".join(cells)}</tr>'
 
 
 def render_status_page(
@@ -135,7 +137,7 @@ def render_status_page(
     """
     generated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     if statuses:
-        rows = "\n".join(_row(s) for s in statuses)
+        rows = "\n".join(_job_row(s) for s in statuses)
     else:
         rows = f'<tr><td class="empty" colspan="{len(_COLUMNS)}">No jobs scheduled.</td></tr>'
     figures = (
@@ -143,13 +145,13 @@ def render_status_page(
         ("Successful", str(metrics.successful_jobs)),
         ("Failed", str(metrics.failed_jobs)),
         ("Skipped (overlap)", str(metrics.skipped_executions)),
-        ("Average duration", _duration(metrics.average_job_duration)),
+        ("Average duration", _duration_text(metrics.average_job_duration)),
     )
     metric_items = "".join(
-        f'<div><dt>{_e(label)}</dt><dd data-metric="{_e(label)}">{_e(value)}</dd></div>'
-        for label, value in figures
+        f'<div><dt>{label}</dt><dd data-metric="{label}">{value}</dd></div>'
+        for label, value in ((_escape(label), _escape(value)) for label, value in figures)
     )
-    header = "".join(f"<th>{_e(c)}</th>" for c in _COLUMNS)
+    header = "".join(f"<th>{_escape(c)}</th>" for c in _COLUMNS)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -157,13 +159,13 @@ def render_status_page(
 <meta http-equiv="refresh" content="{PAGE_REFRESH_SECONDS}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<title>{_e(title)}</title>
+<title>{_escape(title)}</title>
 <style>{_CSS}</style>
 </head>
 <body>
-<h1>{_e(title)}</h1>
-<p class="sub">{len(statuses)} job(s) · generated {_time(generated, " UTC")} · refreshes \
-every {PAGE_REFRESH_SECONDS} s · metrics since {_time(metrics.last_cleanup, " UTC")}</p>
+<h1>{_escape(title)}</h1>
+<p class="sub">{len(statuses)} job(s) · generated {_time_html(generated, " UTC")} · refreshes \
+every {PAGE_REFRESH_SECONDS} s · metrics since {_time_html(metrics.last_cleanup, " UTC")}</p>
 <div class="scroll"><table>
 <thead><tr>{header}</tr></thead>
 <tbody>
