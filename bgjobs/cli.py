@@ -10,15 +10,17 @@
     bgjobs vercel-json myapp.jobs:jobs            # the "crons" array for vercel.json
 
 APP names a :class:`~bgjobs.registry.JobRegistry` or a Flask app with the bgjobs extension;
-:mod:`bgjobs.apps` loads it and states the rules. The same commands exist as ``flask
-bgjobs ...`` on an app with the extension (:mod:`bgjobs.flask` registers them through
-:func:`invoke`). Exit status: 0 success, 1 a job failed (or ``run`` had to abandon a
-running job), 2 a usage error — bad APP, unknown job, a schedule the target cannot
-express — reported as exactly one ``bgjobs: error: ...`` line on stderr, never a traceback.
+:mod:`bgjobs._cli.apps` loads it and states the rules. The same commands exist as ``flask
+bgjobs ...`` (:mod:`bgjobs._cli.flask_commands`, registered through Flask's
+``flask.commands`` entry point, calls :func:`invoke`). Exit status: 0 success, 1 a job
+failed (or ``run`` had to abandon a running job), 2 a usage error — bad APP, unknown job,
+a schedule the target cannot express — reported as exactly one ``bgjobs: error: ...`` line
+on stderr, never a traceback.
 
 Each subcommand is one row of :data:`COMMANDS`: a function adding its arguments (APP
 comes first, for all of them) and a handler taking the loaded APP and the parsed
-arguments and returning the exit status. What ``run`` shows lives in :mod:`bgjobs.console`.
+arguments and returning the exit status. What ``run`` shows lives in
+:mod:`bgjobs._cli.console`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ from types import FrameType
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .apps import APP_HELP, LoadedApp, load_app
-from .config import DEFAULT_PREFIX, Settings
-from .console import (
+from ._cli.apps import APP_HELP, LoadedApp, load_app
+from ._cli.console import (
     View,
     display_path,
     iso,
@@ -50,6 +51,7 @@ from .console import (
     span,
     summary,
 )
+from .config import DEFAULT_PREFIX, Settings
 from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
 from .local import LocalJobManager
 from .registry import JobDefinition
@@ -342,7 +344,7 @@ def _cmd_sync(target: LoadedApp, args: argparse.Namespace) -> int:
     except ValueError as exc:  # not configured (no key, bad URL) or a bad schedule
         raise UsageError(str(exc)) from None
     except (TriggerDevError, TimeoutError) as exc:
-        _error(str(exc))
+        _print_error(str(exc))
         return EXIT_FAILED
     for line in report.lines():
         print(line)
@@ -488,7 +490,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse printed
         return _exit_status(exc)
-    return _handle(args.handler, lambda: load_app(args.app), args)
+    return _load_and_run(args.handler, lambda: load_app(args.app), args)
 
 
 def invoke(
@@ -506,7 +508,7 @@ def invoke(
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return _exit_status(exc)
-    return _handle(command.handler, load, args)
+    return _load_and_run(command.handler, load, args)
 
 
 def _exit_status(exc: SystemExit) -> int:
@@ -515,13 +517,13 @@ def _exit_status(exc: SystemExit) -> int:
     return EXIT_OK if exc.code is None else EXIT_USAGE
 
 
-def _handle(handler: Handler, load: Callable[[], LoadedApp], args: argparse.Namespace) -> int:
+def _load_and_run(handler: Handler, load: Callable[[], LoadedApp], args: argparse.Namespace) -> int:
     try:
         target = load()
         _leave_jobs_to_the_command(target)
         return handler(target, args)
     except (AppLoadError, UsageError, InvalidScheduleError) as exc:
-        _error(str(exc))
+        _print_error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C outside `run`, which handles it itself
         print("bgjobs: interrupted", file=sys.stderr, flush=True)
@@ -536,10 +538,8 @@ def _leave_jobs_to_the_command(target: LoadedApp) -> None:
     others. Stop them here, in this process only; other processes keep their schedules
     (with a lock directory, one takes over any this process led).
     """
-    if target.flask_app is not None:
-        from .flask import get_manager
-
-        get_manager(target.flask_app).stop_all_jobs()
+    if target.manager is not None:
+        target.manager.stop_all_jobs()
 
 
 def _settings(target: LoadedApp) -> Settings:
@@ -552,5 +552,5 @@ def _settings(target: LoadedApp) -> Settings:
         raise UsageError(str(exc)) from None
 
 
-def _error(message: str) -> None:
+def _print_error(message: str) -> None:
     print(f"bgjobs: error: {one_line(message)}", file=sys.stderr, flush=True)

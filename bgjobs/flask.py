@@ -54,8 +54,10 @@ the reloader's parent, or ``--no-reload`` — they are scheduled on the first re
 the parent never gets. ``app.run(debug=True)`` decides debug mode after ``init_app`` has
 run, so set ``app.debug = True`` (or ``FLASK_DEBUG=1``) before ``init_app`` there.
 
-``init_app`` also adds the command line's commands to the app's ``flask`` command, with
-this app as APP (see :mod:`bgjobs.cli`; the same handlers, arguments and exit statuses)::
+The command line's commands are also ``flask bgjobs`` commands, with the app as APP (see
+:mod:`bgjobs.cli`; the same handlers, arguments and exit statuses). Flask finds them
+through the ``flask.commands`` entry point (:mod:`bgjobs._cli.flask_commands`), not on
+``app.cli``, so that importing this module never loads the command line::
 
     flask --app myapp bgjobs list                  # jobs, schedules, next fire times
     flask --app myapp bgjobs exec repository-sync  # run one job now, in the app context
@@ -75,16 +77,12 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-import click
 from flask import Blueprint, Flask, current_app, has_app_context, request
 from flask import Response as FlaskResponse
-from flask.cli import AppGroup
 from werkzeug.serving import is_running_from_reloader
 
-from .apps import from_flask_app
-from .cli import COMMANDS, Command, invoke
 from .config import DEFAULT_PREFIX, Settings, is_truthy
 from .execution import BaseJobManager
 from .factory import create_job_manager
@@ -118,7 +116,11 @@ def _flag(value: object, default: bool) -> bool:
 
 
 class BGJobsState:
-    """What :class:`BGJobs` keeps per app, in ``app.extensions["bgjobs"]``."""
+    """What :class:`BGJobs` keeps per app, in ``app.extensions["bgjobs"]``.
+
+    The command line reads ``registry``, ``manager`` and ``settings`` from it by name
+    (:class:`bgjobs._cli.apps.ExtensionState`) without importing this module: keep them.
+    """
 
     def __init__(
         self,
@@ -197,8 +199,7 @@ class BGJobs:
             self.init_app(app)
 
     def init_app(self, app: Flask, registry: Optional[JobRegistry] = None) -> None:
-        """Set bgjobs up on ``app``: manager, run context, blueprint, ``flask bgjobs``
-        commands, and (autostart) jobs.
+        """Set bgjobs up on ``app``: manager, run context, blueprint and (autostart) jobs.
 
         ``registry`` overrides the one given to the constructor. Raises ``RuntimeError``
         if ``app`` already has bgjobs set up.
@@ -236,7 +237,6 @@ class BGJobs:
         endpoints = Endpoints(manager, settings=settings)
         blueprint = _blueprint(endpoints, settings.url_prefix)
         app.register_blueprint(blueprint)
-        app.cli.add_command(_command_group())
 
         state = BGJobsState(self, manager, registry, endpoints, blueprint, settings)
         app.extensions[EXTENSION_KEY] = state
@@ -279,36 +279,6 @@ class BGJobs:
 
     def __repr__(self) -> str:
         return f"<BGJobs apps={len(self._apps)} registry={self.registry!r}>"
-
-
-def _command_group() -> click.Group:
-    """``flask bgjobs COMMAND``: each row of :data:`bgjobs.cli.COMMANDS`, on the current app.
-
-    Click only routes: a command's arguments go to its argparse parser and its handler
-    through :func:`bgjobs.cli.invoke`, so ``--help``, messages and exit statuses are those
-    of ``bgjobs COMMAND APP``.
-    """
-    group = AppGroup(
-        EXTENSION_KEY, help="Run, inspect and dispatch this app's bgjobs jobs (APP: this app)."
-    )
-    for command in COMMANDS:
-        _add_command(group, command)
-    return group
-
-
-def _add_command(group: AppGroup, command: Command) -> None:
-    # AppGroup.command runs the callback inside the app's context.
-    @group.command(
-        command.name,
-        help=command.describe(),
-        short_help=command.help,
-        context_settings={"ignore_unknown_options": True, "help_option_names": []},
-    )
-    @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
-    @click.pass_context
-    def forward(ctx: click.Context, argv: Tuple[str, ...]) -> None:
-        app = cast(Flask, current_app._get_current_object())  # type: ignore[attr-defined]
-        ctx.exit(invoke(command, argv, lambda: from_flask_app(app), prog=ctx.command_path))
 
 
 def _blueprint(endpoints: Endpoints, prefix: str) -> Blueprint:

@@ -103,9 +103,28 @@ def write_app(directory: Path, source: str, name: str = "app.py") -> Path:
 
 
 def flask_cli_runner(app: Any) -> Any:
-    """``app.test_cli_runner()`` with stdout and stderr kept apart (click < 8.2, the last
-    for Python 3.9, mixes them unless told not to; click 8.2 dropped the option)."""
+    """A test runner of the ``flask`` command on ``app``, with stdout and stderr kept apart
+    (click < 8.2, the last for Python 3.9, mixes them unless told not to; click 8.2 dropped
+    the option).
+
+    ``app.test_cli_runner()`` alone runs ``app.cli``, which lacks the commands Flask adds
+    from ``flask.commands`` entry points, ``flask bgjobs`` among them; this runner's
+    ``invoke`` runs a ``flask`` command (a :class:`flask.cli.FlaskGroup`) instead.
+    """
+    from flask.cli import FlaskGroup
+    from flask.testing import FlaskCliRunner
+
+    class FlaskCommandRunner(FlaskCliRunner):
+        def invoke(self, cli: Any = None, args: Any = None, **kwargs: Any) -> Any:
+            if cli is None:
+                cli = FlaskGroup(add_default_commands=False, load_dotenv=False)
+            # FlaskGroup sets FLASK_RUN_FROM_CLI (app.run becomes a no-op) and leaves it
+            # set; the runner restores the variables given in env afterwards.
+            env = kwargs.setdefault("env", {})
+            env.setdefault("FLASK_RUN_FROM_CLI", os.environ.get("FLASK_RUN_FROM_CLI"))
+            return super().invoke(cli, args, **kwargs)
+
     try:
-        return app.test_cli_runner(mix_stderr=False)
+        return FlaskCommandRunner(app, mix_stderr=False)
     except TypeError:
-        return app.test_cli_runner()
+        return FlaskCommandRunner(app)

@@ -28,7 +28,7 @@ from support_cli import (
 )
 
 from bgjobs import JobRegistry
-from bgjobs.apps import load_app, load_registry
+from bgjobs._cli.apps import load_app, load_registry
 from bgjobs.cli import COMMANDS, build_parser, main
 from bgjobs.errors import AppLoadError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -273,6 +274,32 @@ def test_python_m_bgjobs_exec_runs_a_job_in_the_example_app(tmp_path: Path) -> N
     # The bare file finds create_app too; the registry alone would run outside the app.
     result = run_cli("exec", "examples/flask_app/app.py", "repository-sync", cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_flask_command_lists_the_example_apps_jobs(tmp_path: Path) -> None:
+    """``flask --app examples/flask_app/app.py bgjobs list`` as the README shows it: Flask
+    finds the group through bgjobs' ``flask.commands`` entry point."""
+    env = cli_env(
+        FLASK_DATABASE=str(tmp_path / "list.sqlite3"), BGJOBS_LOCK_DIR=str(tmp_path / "locks")
+    )
+    command = [sys.executable, "-m", "flask", "--app", "examples/flask_app/app.py"]
+    result = subprocess.run(
+        [*command, "bgjobs", "list"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["JOB", "SCHEDULE", "NEXT", "FIRE", "TIMES", "(UTC)"]
+    assert [line.split()[0] for line in lines[1:4]] == [
+        "repository-sync",
+        "subscription-renewal-reminder",
+        "subscription-expired-cleanup",
+    ]
 
 
 def test_flask_bgjobs_exec_runs_a_job_in_the_example_app(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from typing import Any, Callable, Iterator, List
 
 import pytest
@@ -12,6 +13,7 @@ from flask import Flask, current_app, g
 from support_cli import flask_cli_runner
 from support_web import WAIT, BlockingJob, Recorder, bearer, in_thread
 
+import bgjobs.flask
 from bgjobs import JobRegistry, LocalJobManager, NoOpJobManager, VercelJobManager
 from bgjobs.factory import get_job_manager
 from bgjobs.flask import BGJobs, BGJobsState, get_manager, get_state
@@ -561,3 +563,51 @@ def test_flask_bgjobs_without_a_registry_is_a_usage_error(make_app: Callable[...
     result = flask_cli_runner(app).invoke(args=["bgjobs", "list"])
     assert result.exit_code == 2
     assert "bgjobs: error: bare has the bgjobs extension but no JobRegistry" in result.stderr
+
+
+def test_flask_bgjobs_on_an_app_without_the_extension_is_a_one_line_usage_error(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app("plain")
+    result = flask_cli_runner(app).invoke(args=["bgjobs", "list"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "bgjobs: error: plain is a Flask app without the bgjobs extension; set it up with "
+        "bgjobs.flask.BGJobs(app, registry=jobs), or give APP as the JobRegistry itself\n"
+    )
+
+
+def test_flask_bgjobs_comes_from_the_flask_commands_entry_point_not_app_cli(
+    make_app: Callable[..., Flask],
+) -> None:
+    if sys.version_info >= (3, 10):
+        from importlib.metadata import entry_points
+    else:  # what Flask itself uses there
+        from importlib_metadata import entry_points
+
+    from bgjobs._cli.flask_commands import command_group
+
+    (entry,) = [e for e in entry_points(group="flask.commands") if e.name == "bgjobs"]
+    assert entry.load() is command_group
+    app = make_app(BGJOBS_MODE="disabled")
+    BGJobs(app, registry=registry_with(("job", noop)))
+    assert "bgjobs" not in app.cli.commands  # importing bgjobs.flask loads no command line
+
+
+def test_the_command_line_reads_the_extension_state_by_its_attributes(
+    make_app: Callable[..., Flask],
+) -> None:
+    from bgjobs._cli.apps import EXTENSION_KEY, ExtensionState, from_flask_app
+
+    assert EXTENSION_KEY == bgjobs.flask.EXTENSION_KEY
+    app = make_app(BGJOBS_MODE="disabled")
+    registry = registry_with(("job", noop))
+    BGJobs(app, registry=registry)
+    state = get_state(app)
+    assert isinstance(state, ExtensionState)
+    loaded = from_flask_app(app)
+    assert (loaded.registry, loaded.manager, loaded.settings) == (
+        registry,
+        state.manager,
+        state.settings,
+    )

@@ -28,9 +28,9 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
-from .execution import BaseJobManager
-from .schedules import format_seconds
-from .types import JobMetrics, JobStatus
+from ..execution import BaseJobManager
+from ..schedules import format_seconds
+from ..types import JobMetrics, JobStatus
 
 __all__ = [
     "View",

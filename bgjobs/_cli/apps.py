@@ -11,8 +11,11 @@
 app counts only with the :class:`bgjobs.flask.BGJobs` extension set up: its registry is
 the one given to the extension, every run happens inside ``app.app_context()`` (the run
 context the extension itself gives its manager), and settings come from ``app.config``
-over the environment. Flask is never imported here: a value is a Flask app only when
-``flask`` is already imported (by APP) and the value is a ``flask.Flask``.
+over the environment. Neither Flask nor :mod:`bgjobs.flask` is imported here: a value is a
+Flask app only when ``flask`` is already imported (by APP) and the value is a
+``flask.Flask``, and the extension is recognised by what it keeps in
+``app.extensions["bgjobs"]`` (:class:`ExtensionState`), so the command line never loads
+the web face and the web face never loads the command line.
 
 Every user mistake — a missing file, an import that raises, a module without jobs — is
 an :class:`~bgjobs.errors.AppLoadError` with a one-line message that says the fix.
@@ -29,19 +32,64 @@ import re
 import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Tuple,
+    cast,
+    runtime_checkable,
+)
 
-from .config import Settings
+from ..config import Settings
+from ..errors import AppLoadError
+from ..registry import JobRegistry
+from ..types import BackgroundJobManager
 from .console import exception_location, one_line
-from .errors import AppLoadError
-from .registry import JobRegistry
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from .execution import RunContext
+    from ..execution import RunContext
 
-__all__ = ["APP_HELP", "LoadedApp", "from_flask_app", "load_app", "load_registry"]
+__all__ = [
+    "APP_HELP",
+    "EXTENSION_KEY",
+    "ExtensionState",
+    "LoadedApp",
+    "extension_state",
+    "from_flask_app",
+    "load_app",
+    "load_registry",
+]
+
+EXTENSION_KEY = "bgjobs"
+"""Where the Flask extension keeps its state in ``app.extensions``; the same value as
+:data:`bgjobs.flask.EXTENSION_KEY` (a test holds them equal)."""
+
+
+@runtime_checkable
+class ExtensionState(Protocol):
+    """What this module reads from ``app.extensions["bgjobs"]``: the part of
+    :class:`bgjobs.flask.BGJobsState` the command line needs, checked by its attributes
+    so that loading APP never imports :mod:`bgjobs.flask`."""
+
+    @property
+    def registry(self) -> Optional[JobRegistry]:
+        """The registry given to the extension; ``None`` if it was given none."""
+
+    @property
+    def manager(self) -> BackgroundJobManager:
+        """The app's own manager, which may have scheduled the jobs already."""
+
+    @property
+    def settings(self) -> Settings:
+        """``app.config`` over the environment, as the extension read them."""
+
 
 APP_HELP = """\
 APP is one of
@@ -84,6 +132,9 @@ class LoadedApp:
     settings: Optional[Settings] = None
     """The settings managers are built from: the extension's (app.config over the
     environment) for a Flask app; ``None`` means read from ``os.environ``."""
+    manager: Optional[BackgroundJobManager] = None
+    """The Flask extension's own manager, which may have scheduled the jobs when the app
+    was created; ``None`` for a bare registry."""
 
     @property
     def run_context(self) -> Optional[RunContext]:
@@ -125,12 +176,9 @@ def load_app(spec: str) -> LoadedApp:
 
 def from_flask_app(app: Flask, spec: Optional[str] = None) -> LoadedApp:
     """The jobs of a Flask app with the BGJobs extension (``spec``: how to name it)."""
-    # Only reached for an actual Flask app: flask is imported already.
-    from .flask import EXTENSION_KEY, BGJobsState
-
     shown = spec or app.import_name
-    state = app.extensions.get(EXTENSION_KEY)
-    if not isinstance(state, BGJobsState):
+    state = extension_state(app)
+    if state is None:
         raise AppLoadError(
             f"{shown} is a Flask app without the bgjobs extension; set it up with "
             "bgjobs.flask.BGJobs(app, registry=jobs), or give APP as the JobRegistry itself"
@@ -140,7 +188,13 @@ def from_flask_app(app: Flask, spec: Optional[str] = None) -> LoadedApp:
             f"{shown} has the bgjobs extension but no JobRegistry; pass one: "
             "BGJobs(app, registry=jobs) or init_app(app, registry=jobs)"
         )
-    return LoadedApp(shown, state.registry, app, state.settings)
+    return LoadedApp(shown, state.registry, app, state.settings, state.manager)
+
+
+def extension_state(app: Flask) -> Optional[ExtensionState]:
+    """The BGJobs extension's state on ``app``; ``None`` when it is not set up there."""
+    state = app.extensions.get(EXTENSION_KEY)
+    return state if isinstance(state, ExtensionState) else None
 
 
 # --- what a module offers ------------------------------------------------------------------
@@ -152,9 +206,7 @@ def _is_flask_app(value: object) -> bool:
 
 
 def _has_bgjobs(app: Any) -> bool:
-    from .flask import EXTENSION_KEY
-
-    return EXTENSION_KEY in app.extensions
+    return extension_state(app) is not None
 
 
 class _Finder:
