@@ -1,8 +1,8 @@
 """The local runtime: jobs run in this process, on timers.
 
-Each job has at most one armed timer (a :class:`~bgjobs.timers.TimerHandle` on the
-manager's :class:`~bgjobs.timers.TimerQueue`). When it fires, the tick first arms the next
-timer — for the schedule's next due time after the one that just fired, so runs never
+Each job has at most one armed timer (a :class:`~bgjobs._local.timers.TimerHandle` on
+the manager's :class:`~bgjobs._local.timers.TimerQueue`). When it fires, the tick first arms
+the next timer — for the schedule's next due time after the one that just fired, so runs never
 drift — and then runs the job through the execution core, on a pool worker thread named
 ``bgjobs-<job id>`` for the length of the run. A run that outlasts its interval makes the
 following ticks find the job busy: they are skipped and counted, never queued. Every
@@ -15,7 +15,8 @@ Many processes on one host
 --------------------------
 Without a lock directory every process runs its own schedules: under gunicorn with four
 workers, every job runs four times. With one (``lock_dir=`` or ``BGJOBS_LOCK_DIR``; see
-:mod:`bgjobs.hostlock`), the processes sharing it run each scheduled fire once between them:
+:mod:`bgjobs._local.hostlock`), the processes sharing it run each scheduled fire once
+between them:
 
 * **Who runs a schedule.** Each job's schedule belongs to the process holding the kernel
   lock on ``schedule-<job id>.lock``, taken when the job is scheduled. That process (the
@@ -65,12 +66,12 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from . import hostlock
+from ._local import hostlock
+from ._local.hostlock import HostLock, LockDirectory, lock_file_name
+from ._local.timers import TimerHandle, TimerQueue
 from .config import Settings
 from .execution import BaseJobManager, Job
-from .hostlock import HostLock, LockDirectory, lock_file_name
 from .schedules import Clock
-from .timers import TimerHandle, TimerQueue
 
 __all__ = ["CATCH_UP_WINDOW", "DEFER_SECONDS", "ELECTION_INTERVAL", "LocalJobManager"]
 

@@ -25,8 +25,8 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from .config import DEFAULT_MAX_WORKERS
-from .schedules import Clock
+from ..config import DEFAULT_MAX_WORKERS
+from ..schedules import Clock
 
 __all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue"]
 
