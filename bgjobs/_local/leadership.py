@@ -37,6 +37,7 @@ import os
 import threading
 import time
 import weakref
+from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import (
     TYPE_CHECKING,
@@ -115,7 +116,7 @@ class ScheduleOwner(Protocol):
     def _skip_missed(self, job: Job, count: int, reason: str) -> None: ...
 
 
-class Coordinator:
+class Coordinator(ABC):
     """Decides whether this manager runs a job's fires; the manager arms and runs them.
 
     Holds its owner weakly: the owner holds the coordinator, and a reference cycle would
@@ -133,38 +134,42 @@ class Coordinator:
         """The lock directory shared with other processes, or ``None``."""
         return None
 
+    @abstractmethod
     def start(self, job: Job) -> None:
         """Take up a freshly scheduled ``job``: arm it, or stand by. Table lock held."""
-        raise NotImplementedError
 
+    @abstractmethod
     def cancel(self, job: Job) -> None:
         """Give up ``job`` (stopped or replaced); its timer is already disarmed."""
 
+    @abstractmethod
     def take_fire(self, job: Job, due: float) -> Optional[Fire]:
         """If this manager leads ``job``, take its fire at ``due`` and arm the next one.
 
         Returns the due times skipped before it and why, or ``None`` when the fire is not
         to run here (the job was stopped, or this process no longer leads it).
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def try_claim(self, job: Job) -> bool:
         """Claim a run of ``job`` beyond this manager; ``False`` if it runs elsewhere."""
-        return True
 
+    @abstractmethod
     def release_claim(self, job: Job) -> None:
         """Release what :meth:`try_claim` took."""
 
+    @abstractmethod
     def release(self) -> None:
         """The owner is closed: stop any thread of the coordinator."""
 
+    @abstractmethod
     def after_fork_in_parent(self) -> None:
         """This process forked: hand the schedules it leads to its children, if it can."""
 
+    @abstractmethod
     def reinit_after_fork(self, live: List[Job], dues: Mapping[Job, float]) -> None:
         """In a forked child: take up the ``live`` scheduled jobs again; ``dues`` are the
         due times of the timers the parent had armed (the owner's timers are gone)."""
-        raise NotImplementedError
 
 
 class SoloCoordinator(Coordinator):
@@ -173,6 +178,21 @@ class SoloCoordinator(Coordinator):
     def start(self, job: Job) -> None:
         assert job.schedule is not None
         self._owner._arm(job, job.schedule.first_due(self._owner._now(job)))
+
+    def cancel(self, job: Job) -> None:
+        pass  # nothing held beyond the timer
+
+    def try_claim(self, job: Job) -> bool:
+        return True  # other processes run their own copies; the run lock is enough
+
+    def release_claim(self, job: Job) -> None:
+        pass
+
+    def release(self) -> None:
+        pass  # no thread of its own
+
+    def after_fork_in_parent(self) -> None:
+        pass  # parent and child both run the jobs (the child warns)
 
     def take_fire(self, job: Job, due: float) -> Optional[Fire]:
         assert job.schedule is not None
@@ -232,84 +252,85 @@ class HostCoordinator(Coordinator):
 
     def _leadership(self, job_id: str) -> JobLeadership:
         """``job_id``'s leadership, created on first use."""
-        slot = self.leaderships.get(job_id)
-        if slot is None:
+        leadership = self.leaderships.get(job_id)
+        if leadership is None:
             with self._owner._jobs_lock:
-                slot = self.leaderships.get(job_id)
-                if slot is None:
-                    slot = self.leaderships[job_id] = JobLeadership(self._directory, job_id)
-        return slot
+                leadership = self.leaderships.get(job_id)
+                if leadership is None:
+                    leadership = self.leaderships[job_id] = JobLeadership(self._directory, job_id)
+        return leadership
 
     def start(self, job: Job) -> None:
-        slot = self._leadership(job.id)
-        with slot.lock:
+        leadership = self._leadership(job.id)
+        with leadership.lock:
             # Open both lock files now: a planted symbolic link fails schedule_job.
-            slot.run_claim.open()
-            slot.schedule_lock.open()
-            slot.free_since = None
-            slot.problem = None
-            slot.job = job
+            leadership.run_claim.open()
+            leadership.schedule_lock.open()
+            leadership.free_since = None
+            leadership.problem = None
+            leadership.job = job
             try:
-                if not self._deferring and slot.schedule_lock.try_acquire():
-                    self._lead(job, slot, installing=True)
+                if not self._deferring and leadership.schedule_lock.try_acquire():
+                    self._lead(job, leadership, installing=True)
                 else:
-                    self._show_standby(job, slot)
+                    self._show_standby(job, leadership)
             except BaseException:
-                slot.job = None  # the table keeps its previous job; leave no trace here
-                self._resign(slot)
+                leadership.job = None  # the table keeps its previous job; leave no trace here
+                self._resign(leadership)
                 raise
         self._ensure_elector()
 
     def cancel(self, job: Job) -> None:
-        slot = self.leaderships.get(job.id)
-        if slot is not None:
-            with slot.lock:
-                if slot.job is job:
-                    slot.job = None
-                    self._resign(slot)
+        leadership = self.leaderships.get(job.id)
+        if leadership is not None:
+            with leadership.lock:
+                if leadership.job is job:
+                    leadership.job = None
+                    self._resign(leadership)
                     job.set_runner(None)
 
     def take_fire(self, job: Job, due: float) -> Optional[Fire]:
         assert job.schedule is not None
-        slot = self.leaderships.get(job.id)
-        if slot is None:
+        leadership = self.leaderships.get(job.id)
+        if leadership is None:
             return None
-        with slot.lock:
-            if slot.job is not job or not slot.leading:
+        with leadership.lock:
+            if leadership.job is not job or not leadership.leading:
                 return None  # resigned (stopped, replaced, forked) since this tick was armed
             if job.stopped:
                 return None
             nxt, missed = job.schedule.next_due(due, self._owner._now(job))
             # Record first: a successor starts after this fire, so it never runs twice.
-            self._write_record(job, slot, nxt)
+            self._write_record(job, leadership, nxt)
             self._owner._arm(job, nxt)
-            reason, slot.catching_up = (_HANDOVER if slot.catching_up else _OVERRUN), False
+            reason = _HANDOVER if leadership.catching_up else _OVERRUN
+            leadership.catching_up = False
         return missed, reason
 
     def try_claim(self, job: Job) -> bool:
         return self._leadership(job.id).run_claim.try_acquire()
 
     def release_claim(self, job: Job) -> None:
-        slot = self.leaderships.get(job.id)
-        if slot is not None:
-            slot.run_claim.release()
+        leadership = self.leaderships.get(job.id)
+        if leadership is not None:
+            leadership.run_claim.release()
 
     def release(self) -> None:
         self._elector_wake.set()
 
     # -- leading ------------------------------------------------------------------------
 
-    def _lead(self, job: Job, slot: JobLeadership, *, installing: bool = False) -> None:
+    def _lead(self, job: Job, leadership: JobLeadership, *, installing: bool = False) -> None:
         """Run ``job``'s schedule here, from where the previous leader left it.
 
-        Called with ``slot.lock`` held and the schedule lock just acquired; ``installing``
+        Called with ``leadership.lock`` held and the schedule lock just acquired; ``installing``
         when ``job`` was just scheduled here (rather than taken over).
         """
         assert job.schedule is not None
-        slot.leading = True
-        slot.free_since = None
-        due = self._resume_due(job, slot, installing=installing)
-        self._write_record(job, slot, due)
+        leadership.leading = True
+        leadership.free_since = None
+        due = self._resume_due(job, leadership, installing=installing)
+        self._write_record(job, leadership, due)
         job.set_runner(f"this process (pid {os.getpid()})")
         self._owner._arm(job, due)
         logger.info(
@@ -319,11 +340,11 @@ class HostCoordinator(Coordinator):
             _utc(self._owner._to_wall(job, due)).isoformat(),
         )
 
-    def _resume_due(self, job: Job, slot: JobLeadership, *, installing: bool) -> float:
+    def _resume_due(self, job: Job, leadership: JobLeadership, *, installing: bool) -> float:
         """The first due time a new leader arms (see "Which fire is which" above)."""
         schedule = job.schedule
         assert schedule is not None
-        record = self._read_record(slot)
+        record = self._read_record(leadership)
         now = self._owner._now(job)
         fresh = schedule.first_due(now)
         if record is None or record.get("schedule") != schedule.description:
@@ -344,14 +365,14 @@ class HostCoordinator(Coordinator):
             if upcoming - now < (following - due) / 2:
                 self._owner._skip_missed(job, missed + 1, _HANDOVER)
                 return upcoming
-            slot.catching_up = True
+            leadership.catching_up = True
             return due
         return fresh
 
-    def _read_record(self, slot: JobLeadership) -> Optional[Dict[str, Any]]:
+    def _read_record(self, leadership: JobLeadership) -> Optional[Dict[str, Any]]:
         """The schedule file's record (``pid``, ``schedule``, ``next``), if readable."""
         try:
-            text = slot.schedule_lock.read().decode("utf-8", "replace").strip()
+            text = leadership.schedule_lock.read().decode("utf-8", "replace").strip()
             import json  # lock-directory mode only: other users never pay for it
 
             record, _ = json.JSONDecoder().raw_decode(text) if text else (None, 0)
@@ -359,7 +380,7 @@ class HostCoordinator(Coordinator):
             return None
         return record if isinstance(record, dict) else None
 
-    def _write_record(self, job: Job, slot: JobLeadership, due: float) -> None:
+    def _write_record(self, job: Job, leadership: JobLeadership, due: float) -> None:
         assert job.schedule is not None
         record = {
             "pid": os.getpid(),
@@ -371,20 +392,20 @@ class HostCoordinator(Coordinator):
         try:
             import json
 
-            slot.schedule_lock.write((json.dumps(record) + "\n").encode())
+            leadership.schedule_lock.write((json.dumps(record) + "\n").encode())
         except OSError:
             logger.error(
                 "job %r: cannot record its next due time in %s; a process taking over "
                 "its schedule may repeat a run",
                 job.id,
-                slot.schedule_lock.path,
+                leadership.schedule_lock.path,
                 exc_info=True,
             )
 
-    def _show_standby(self, job: Job, slot: JobLeadership) -> None:
-        """Show who runs ``job``'s schedule, and when next. Called with ``slot.lock`` held."""
+    def _show_standby(self, job: Job, leadership: JobLeadership) -> None:
+        """Show who runs ``job``'s schedule, and when next. Called with ``leadership.lock`` held."""
         assert job.schedule is not None
-        record = self._read_record(slot)
+        record = self._read_record(leadership)
         pid = record.get("pid") if record else None
         nxt = record.get("next") if record else None
         if not isinstance(pid, int) or (record or {}).get("manager") == self._token:
@@ -404,55 +425,55 @@ class HostCoordinator(Coordinator):
         job.set_runner(runner, unless_stopped=True)
         job.set_next_run(next_run)
 
-    def _resign(self, slot: JobLeadership) -> None:
-        """Give up ``slot``'s schedule (no-op if not leading). ``slot.lock`` held."""
-        slot.leading = False
-        slot.free_since = None
-        slot.schedule_lock.release()  # unlock, and close: a fresh descriptor next time
+    def _resign(self, leadership: JobLeadership) -> None:
+        """Give up ``leadership``'s schedule (no-op if not leading). ``leadership.lock`` held."""
+        leadership.leading = False
+        leadership.free_since = None
+        leadership.schedule_lock.release()  # unlock, and close: a fresh descriptor next time
 
     # -- election -----------------------------------------------------------------------
 
-    def _try_lead(self, slot: JobLeadership) -> bool:
+    def _try_lead(self, leadership: JobLeadership) -> bool:
         """Take the schedule lock if free; a deferring process waits for it to stay free."""
-        if not slot.schedule_lock.try_acquire():
-            slot.free_since = None
+        if not leadership.schedule_lock.try_acquire():
+            leadership.free_since = None
             return False
         if not self._deferring:
             return True
         now = time.monotonic()
-        if slot.free_since is not None and now - slot.free_since >= DEFER_SECONDS:
+        if leadership.free_since is not None and now - leadership.free_since >= DEFER_SECONDS:
             return True
-        if slot.free_since is None:
-            slot.free_since = now
-        slot.schedule_lock.release(close=False)
+        if leadership.free_since is None:
+            leadership.free_since = now
+        leadership.schedule_lock.release(close=False)
         return False
 
     def _elect(self) -> None:
         """One election round: try to lead every job this process stands by for."""
         for job in self._owner._all_jobs():
-            slot = self.leaderships.get(job.id)
-            if slot is None:
+            leadership = self.leaderships.get(job.id)
+            if leadership is None:
                 continue
-            with slot.lock:
-                if slot.job is not job or slot.leading or job.stopped:
+            with leadership.lock:
+                if leadership.job is not job or leadership.leading or job.stopped:
                     continue
                 try:
-                    won = self._try_lead(slot)
+                    won = self._try_lead(leadership)
                 except OSError as exc:
-                    if slot.problem != str(exc):
-                        slot.problem = str(exc)
+                    if leadership.problem != str(exc):
+                        leadership.problem = str(exc)
                         logger.error(
                             "job %r: cannot use lock file %s: %s",
                             job.id,
-                            slot.schedule_lock.path,
+                            leadership.schedule_lock.path,
                             exc,
                         )
                     continue
-                slot.problem = None
+                leadership.problem = None
                 if won:
-                    self._lead(job, slot)
+                    self._lead(job, leadership)
                 else:
-                    self._show_standby(job, slot)
+                    self._show_standby(job, leadership)
 
     def _ensure_elector(self, *, after_fork: bool = False) -> None:
         with self._owner._jobs_lock:
@@ -475,15 +496,15 @@ class HostCoordinator(Coordinator):
             if self._owner._closed:
                 return
             self._deferring = True
-            slots = list(self.leaderships.values())
-        for slot in slots:
-            with slot.lock:
-                job = slot.job
-                if job is None or not slot.leading:
+            leaderships = list(self.leaderships.values())
+        for leadership in leaderships:
+            with leadership.lock:
+                job = leadership.job
+                if job is None or not leadership.leading:
                     continue
                 self._owner._disarm(job)
-                self._resign(slot)
-                self._show_standby(job, slot)
+                self._resign(leadership)
+                self._show_standby(job, leadership)
 
     def reinit_after_fork(self, live: List[Job], dues: Mapping[Job, float]) -> None:
         """Stand by for every job (the parent resigns them) and elect again soon."""
@@ -492,10 +513,10 @@ class HostCoordinator(Coordinator):
         self._elector_wake = threading.Event()
         self._deferring = False
         self._token = _new_token()
-        for slot in self.leaderships.values():
-            slot.lock = threading.Lock()
-            slot.leading = False
-            slot.free_since = None
+        for leadership in self.leaderships.values():
+            leadership.lock = threading.Lock()
+            leadership.leading = False
+            leadership.free_since = None
         for job in live:
             job.set_runner("standby; taking over from the parent process")
         if live:
