@@ -330,7 +330,7 @@ def test_exec_exits_1_and_logs_the_traceback_when_the_job_fails(tmp_path: Path) 
 
 
 def test_exec_does_not_run_a_job_running_in_another_process_of_the_host(tmp_path: Path) -> None:
-    from bgjobs.hostlock import LockDirectory, lock_file_name
+    from bgjobs._local.hostlock import LockDirectory, lock_file_name
 
     write_app(tmp_path, BASIC_APP)
     lock_dir = tmp_path / "locks"

@@ -15,7 +15,7 @@ import pytest
 from support_mp import child_env, kill_group, read_line, wait_for
 
 from bgjobs import UnsafeLockDirError
-from bgjobs.hostlock import LockDirectory, lock_file_name
+from bgjobs._local.hostlock import LockDirectory, lock_file_name
 from bgjobs.local import LocalJobManager
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX lock directories")
@@ -196,7 +196,7 @@ def test_a_forked_child_never_keeps_its_parents_lock(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import os, sys, time
-        from bgjobs.hostlock import LockDirectory
+        from bgjobs._local.hostlock import LockDirectory
         lock = LockDirectory(sys.argv[1]).lock("x.lock")
         assert lock.try_acquire()
         fd = lock._fd

@@ -30,7 +30,7 @@ from support_mp import (
     wait_for,
 )
 
-from bgjobs.hostlock import lock_file_name
+from bgjobs._local.hostlock import lock_file_name
 from bgjobs.local import CATCH_UP_WINDOW, LocalJobManager
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")

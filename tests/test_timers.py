@@ -8,9 +8,9 @@ from typing import List
 
 import pytest
 
-import bgjobs.timers as timers
+import bgjobs._local.timers as timers
+from bgjobs._local.timers import TimerQueue
 from bgjobs.schedules import SystemClock
-from bgjobs.timers import TimerQueue
 
 
 class SteppableClock:

@@ -1,13 +1,9 @@
 """Timers for the local runtime: one waiting thread per manager, runs on a worker pool.
 
-The first version of the local runtime gave every job a ``threading.Timer`` of its own
-and a fresh thread for every fire. That is simple, but it does not scale: 1,000 jobs
-meant 1,000 sleeping threads, each fire paid for a thread start before the job could
-run, and a burst of fires made hundreds of threads fight for the GIL (measured in
-``benchmarks/``: 1,000 jobs every second were 350 ms late at p99; 10,000 jobs starved
-the process). A :class:`TimerQueue` keeps the same contract — a timer per job, fired at
-an absolute due time, cancellable — with a heap and one daemon thread that waits for the
-earliest due time, and hands each fire to a small pool of reusable daemon worker threads.
+A :class:`TimerQueue` keeps one timer per job — fired at an absolute due time,
+cancellable — in a heap served by one daemon thread that waits for the earliest due time
+and hands each fire to a small pool of reusable daemon workers. That scales where a thread
+per job does not: a heap entry costs next to nothing, a sleeping thread does (``benchmarks/``).
 
 Due times are read on the clock of their schedule: monotonic for intervals, the wall
 clock (Unix time) for crons. The heap is ordered on the monotonic clock; a wall-clock
@@ -25,8 +21,8 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
-from .config import DEFAULT_MAX_WORKERS
-from .schedules import Clock
+from ..config import DEFAULT_MAX_WORKERS
+from ..schedules import Clock
 
 __all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue"]
 

@@ -39,7 +39,7 @@ import threading
 import weakref
 from typing import Union
 
-from .errors import UnsafeLockDirError
+from ..errors import UnsafeLockDirError
 
 try:
     from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
