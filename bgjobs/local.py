@@ -57,7 +57,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, Optional, Union
 
 from ._local.hostlock import LockDirectory
@@ -67,21 +66,16 @@ from ._local.leadership import (
     ELECTION_INTERVAL,
     Coordinator,
     HostCoordinator,
-    JobLeadership,
     SoloCoordinator,
 )
 from ._local.timers import TimerHandle, TimerQueue
 from .config import Settings
 from .execution import BaseJobManager, Job
-from .schedules import Clock
+from .schedules import Clock, utc_datetime
 
 __all__ = ["CATCH_UP_WINDOW", "DEFER_SECONDS", "ELECTION_INTERVAL", "LocalJobManager"]
 
 logger = logging.getLogger(__name__)
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 class LocalJobManager(BaseJobManager):
@@ -131,11 +125,6 @@ class LocalJobManager(BaseJobManager):
         """The lock directory in use, or ``None`` (every process runs its own schedules)."""
         return self._coordinator.lock_dir
 
-    @property
-    def _slots(self) -> Mapping[str, JobLeadership]:
-        """Each job id's leadership (empty without a lock directory); for tests."""
-        return self._coordinator.leaderships
-
     # -- timers -------------------------------------------------------------------------
 
     def _now(self, job: Job) -> float:
@@ -172,7 +161,7 @@ class LocalJobManager(BaseJobManager):
         # Armed inside if_live so a concurrent stop either sees and cancels this timer or
         # makes this call do nothing.
         if job.if_live(arm):
-            job.set_next_run(_utc(wall))
+            job.set_next_run(utc_datetime(wall))
 
     def _tick(self, job: Job, due: float) -> None:
         """A timer fired (on a pool worker): name the thread for the job while it runs."""

@@ -109,7 +109,7 @@ def test_child_rebuilds_locks_that_another_thread_held_at_fork(
         manager._metrics._metrics_lock,
     ]
     if use_lock_dir:
-        locks.append(manager._slots["beat"].lock)
+        locks.append(manager._coordinator.leaderships["beat"].lock)
 
     def hold_every_lock(forked: threading.Event) -> None:
         # Every lock of the manager and its job, held across the fork below by a thread

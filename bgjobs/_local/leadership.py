@@ -38,7 +38,6 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from datetime import datetime, timezone
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -52,6 +51,7 @@ from typing import (
     Tuple,
 )
 
+from ..schedules import utc_datetime
 from . import hostlock
 from .hostlock import HostLock, LockDirectory, lock_file_name
 
@@ -86,10 +86,6 @@ _AFTER_FORK_RETRIES = (0.05, 0.2)  # a fresh child tries again soon: its parent 
 
 Fire = Tuple[int, str]
 """A fire taken by its leader: how many due times before it passed unrun, and why."""
-
-
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
 
 
 class ScheduleOwner(Protocol):
@@ -337,7 +333,7 @@ class HostCoordinator(Coordinator):
             "this process (pid %d) now runs the schedule of job %r; next run %s",
             os.getpid(),
             job.id,
-            _utc(self._owner._to_wall(job, due)).isoformat(),
+            utc_datetime(self._owner._to_wall(job, due)).isoformat(),
         )
 
     def _resume_due(self, job: Job, leadership: JobLeadership, *, installing: bool) -> float:
@@ -421,7 +417,7 @@ class HostCoordinator(Coordinator):
             and isinstance(nxt, (int, float))
             and math.isfinite(nxt)
         ):
-            next_run = _utc(float(nxt))
+            next_run = utc_datetime(float(nxt))
         job.set_runner(runner, unless_stopped=True)
         job.set_next_run(next_run)
 
