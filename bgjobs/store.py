@@ -655,6 +655,7 @@ class SQLiteStore(StateStore):
         self._conn: Optional[sqlite3.Connection] = None
         self._identity: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the open file
         self._degraded: Optional[str] = None
+        self._failed_write = False  # whether a write (not just a read) met the fault
         self._warned: Set[str] = set()  # conditions already logged at WARNING
         self._retry_at = 0.0  # monotonic time of the next attempt while degraded
         self._dropped = 0
@@ -941,7 +942,7 @@ class SQLiteStore(StateStore):
                 result = op(self._conn)
             except _StoreFault as refused:
                 self._discard()
-                self._degrade(refused, logs)
+                self._degrade(refused, logs, write)
                 break
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, _PROGRAMMING_ERRORS):
@@ -951,10 +952,10 @@ class SQLiteStore(StateStore):
                 fault = self._classify(exc)
                 if fault.condition == "corrupt" and attempt == 0 and self._move_aside(exc, logs):
                     continue
-                self._degrade(fault, logs)
+                self._degrade(fault, logs, write)
                 break
             else:
-                self._recovered(logs)
+                self._recovered(logs, write)
                 return result
         self._dropped += int(write)
         return fallback
@@ -1033,15 +1034,16 @@ class SQLiteStore(StateStore):
                 f"create it (mkdir -m 700 {directory}) as uid {uid}, or point BGJOBS_STATE_DIR "
                 "at a directory of this app's own",
             ) from None
-        writable = os.access(
-            directory, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
-        )
-        if not writable:
+        if not _may(directory, os.W_OK | os.X_OK):
             raise _StoreFault(
                 "directory",
                 f"cannot be written: its directory {directory} (owner uid {dir_info.st_uid}, "
                 f"mode {stat.S_IMODE(dir_info.st_mode):04o}) is not writable by uid {uid}",
-                f"chown it to uid {uid} or use another state directory",
+                (
+                    f"chmod u+rwx {directory}"
+                    if dir_info.st_uid == uid
+                    else f"chown {uid} {directory}, or use a state directory of uid {uid}'s own"
+                ),
             )
         for name in (self.path, self.path + "-wal", self.path + "-shm"):
             try:
@@ -1066,6 +1068,15 @@ class SQLiteStore(StateStore):
                     "unsafe",
                     f"is refused: {name} {problem}",
                     f"remove {name} (bgjobs creates a new one)",
+                )
+            # SQLite would quietly open it read-only (or fail later); -wal and -shm take
+            # the main file's mode when created, so a past chmod can leave them behind.
+            if not _may(name, os.R_OK | os.W_OK):
+                raise _StoreFault(
+                    "readonly",
+                    f"is read-only: {name} (mode {stat.S_IMODE(info.st_mode):04o}) cannot be "
+                    f"read and written by uid {uid}",
+                    f"chmod u+rw {self.path}*",
                 )
         try:
             fd = os.open(
@@ -1103,8 +1114,8 @@ class SQLiteStore(StateStore):
             return _StoreFault(
                 "readonly",
                 f"is read-only ({message})",
-                f"make it and {directory} writable by uid {uid} (chmod u+rw {self.path}), "
-                "or remount the filesystem read-write",
+                f"make it, its -wal and -shm and {directory} writable by uid {uid} "
+                f"(chmod u+rw {self.path}*), or remount the filesystem read-write",
             )
         if "full" in text:
             return _StoreFault(
@@ -1157,9 +1168,10 @@ class SQLiteStore(StateStore):
         )
         return True
 
-    def _degrade(self, fault: _StoreFault, logs: List[Tuple[int, str]]) -> None:
+    def _degrade(self, fault: _StoreFault, logs: List[Tuple[int, str]], write: bool) -> None:
         if self._degraded is None:
             self._dropped_before = self._dropped
+        self._failed_write = write
         self._degraded = (
             f"state store {self.path} {fault.problem}: {fault.fix}; run records are kept in "
             "memory only until then"
@@ -1169,8 +1181,9 @@ class SQLiteStore(StateStore):
             self._warned.add(fault.condition)
             logs.append((logging.WARNING, self._degraded))
 
-    def _recovered(self, logs: List[Tuple[int, str]]) -> None:
-        if self._degraded is None:
+    def _recovered(self, logs: List[Tuple[int, str]], write: bool) -> None:
+        """A call succeeded: healthy again, unless only reads work and a write failed."""
+        if self._degraded is None or (self._failed_write and not write):
             return
         dropped = self._dropped - self._dropped_before
         logs.append(
@@ -1192,6 +1205,14 @@ class SQLiteStore(StateStore):
 
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
+
+
+def _may(path: str, mode: int) -> bool:
+    """``os.access`` for this process's effective uid (the one that opens files)."""
+    return os.access(path, mode, effective_ids=_EFFECTIVE_IDS)
+
+
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
