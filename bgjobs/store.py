@@ -1261,26 +1261,14 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _job_from_row(row: Any) -> JobRecord:
-    (job_id, runs, failures, skips, total, last_run, last_ok, last_bad) = row[:8]
-    (last_error, last_duration, last_outcome, pid, host, next_run, paused) = row[8:]
+def _job_from_row(r: Any) -> JobRecord:
+    """A ``jobs`` row read as ``_JOB_COLUMNS``, which is JobRecord's field order. SQLite
+    already returns int/float/str; only times and the flag need converting (this runs
+    1,000 times for a status page, so it is positional and flat)."""
     return JobRecord(
-        job_id=str(job_id),
-        runs=int(runs),
-        failures=int(failures),
-        skips=int(skips),
-        total_duration=float(total),
-        last_run=_dt(last_run),
-        last_success=_dt(last_ok),
-        last_failure=_dt(last_bad),
-        last_error=last_error,
-        last_duration=last_duration,
-        last_outcome=last_outcome,
-        running_pid=pid,
-        running_host=host,
-        next_run=_dt(next_run),
-        paused=bool(paused),
-    )
+        r[0], r[1], r[2], r[3], r[4], _dt(r[5]), _dt(r[6]), _dt(r[7]),
+        r[8], r[9], r[10], r[11], r[12], _dt(r[13]), bool(r[14]),
+    )  # fmt: skip
 
 
 def _run_from_row(row: Any) -> JobRun:
