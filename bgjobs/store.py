@@ -745,7 +745,11 @@ class SQLiteStore(StateStore):
             with _WriteTransaction(conn):
                 _finish_in_transaction(conn, done, insert_missing=True)
             if now >= self._next_prune:
-                self._prune_now(conn, now)
+                try:
+                    self._prune_now(conn, now)
+                except sqlite3.OperationalError as exc:  # the run is recorded: not a drop
+                    logger.debug("state store %s: prune postponed (%s)", self.path, exc)
+                    self._next_prune = now + 60.0
 
         self._call(op, None, write=True)
 
