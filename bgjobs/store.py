@@ -1,0 +1,1388 @@
+"""The state store: run history and each job's host-wide state, shared by every process.
+
+A local app usually runs as many processes (gunicorn workers); each has its own timers and
+its own memory, so counters, the last error, "who runs it now" and pause flags must live
+somewhere all of them see. That is ``state.db`` in the state directory, a SQLite file
+(standard library :mod:`sqlite3`, WAL, a busy timeout, a versioned schema)::
+
+    store = open_store("/run/myapp/bgjobs")        # <dir>/state.db
+    if store.claim_fire("report", due):            # True in exactly one process
+        store.start_run(run)
+        ...
+        store.finish_run(finished)                 # counters and last_* in one transaction
+    store.jobs()["report"].runs                    # what every process has run
+
+Two guarantees are made by construction, not by timing:
+
+* **Each scheduled fire runs once:** :meth:`StateStore.claim_fire` inserts
+  ``(job id, due time)`` under a unique constraint; one insert wins, on the whole host.
+* **An idempotency key runs once:** :meth:`StateStore.claim_key` records the key with the
+  run that owns it; later callers get that run's id back (keys are kept ``key_ttl``,
+  at least 24 hours).
+
+**A broken store never stops the jobs.** When ``state.db`` is unusable (read-only, full
+disk, corrupt, locked past the busy timeout, wrong owner, a newer schema) every call
+returns normally: writes are dropped and counted in ``dropped_writes``, reads return
+nothing, claims are answered from memory (this process only), :attr:`StateStore.degraded`
+says why and what fixes it, and one WARNING per condition says the same. A corrupt file
+is moved aside to ``state.db.corrupt-<UTC time>`` and recreated. While degraded the store
+tries the file again every ``retry_interval`` seconds; the first success logs INFO and
+clears ``degraded``. A healthy store never drops a run record.
+
+:class:`MemoryStore` implements the same interface in memory: no state directory, tests.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import errno
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from .schedules import Clock, SystemClock, utc_datetime
+from .types import JobRun, RunOutcome
+
+__all__ = [
+    "DEFAULT_KEEP_RUNS",
+    "DEFAULT_KEY_TTL",
+    "DEFAULT_MAX_AGE",
+    "MIGRATIONS",
+    "STATE_DB_NAME",
+    "JobRecord",
+    "MemoryStore",
+    "SQLiteStore",
+    "StateStore",
+    "open_store",
+]
+
+logger = logging.getLogger(__name__)
+
+STATE_DB_NAME = "state.db"
+DEFAULT_KEEP_RUNS = 100
+"""Runs kept per job (the newest; a run still going is never pruned)."""
+DEFAULT_MAX_AGE = timedelta(days=7)
+"""Runs that started longer ago than this are pruned."""
+DEFAULT_KEY_TTL = timedelta(hours=24)
+"""How long idempotency keys and fire claims are kept; also the smallest accepted value,
+since the HTTP contract promises a key is honoured for at least 24 hours."""
+DEFAULT_BUSY_TIMEOUT = 5.0
+DEFAULT_RETRY_INTERVAL = 5.0
+PRUNE_INTERVAL = 3600.0
+"""Seconds between automatic prunes (done by a ``finish_run``, so no thread is needed)."""
+
+TRACEBACK_MAX_LINES = 20
+TRACEBACK_MAX_CHARS = 4096
+ERROR_MAX_CHARS = 2000
+
+FAILED_OUTCOMES = frozenset({"failed", "abandoned", "timed_out"})
+"""Outcomes counted as failures (``timed_out`` ran past its limit; ``abandoned`` died)."""
+
+_T = TypeVar("_T")
+PathArg = Union[str, "os.PathLike[str]"]
+
+# -- schema ---------------------------------------------------------------------------------
+
+MIGRATIONS: List[Tuple[str, ...]] = [
+    # 1: the first schema. Times are Unix seconds (REAL). `jobs.running_*` is the newest
+    # run still going; `fires` and `idempotency_keys` carry the once-only guarantees.
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE jobs (
+            job_id TEXT PRIMARY KEY,
+            runs INTEGER NOT NULL DEFAULT 0,
+            failures INTEGER NOT NULL DEFAULT 0,
+            skips INTEGER NOT NULL DEFAULT 0,
+            total_duration REAL NOT NULL DEFAULT 0,
+            last_run REAL,
+            last_success REAL,
+            last_failure REAL,
+            last_error TEXT,
+            last_duration REAL,
+            last_outcome TEXT,
+            running_run_id TEXT,
+            running_pid INTEGER,
+            running_host TEXT,
+            next_run REAL,
+            paused INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            scheduled_for REAL,
+            started REAL NOT NULL,
+            finished REAL,
+            duration REAL,
+            outcome TEXT NOT NULL,
+            error TEXT,
+            traceback TEXT,
+            attempt INTEGER NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL
+        )""",
+        "CREATE INDEX runs_by_job ON runs (job_id, started)",
+        "CREATE INDEX runs_running ON runs (job_id, started) WHERE outcome = 'running'",
+        """CREATE TABLE fires (
+            job_id TEXT NOT NULL,
+            scheduled_for REAL NOT NULL,
+            claimed REAL NOT NULL,
+            PRIMARY KEY (job_id, scheduled_for)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX fires_by_age ON fires (claimed)",
+        """CREATE TABLE idempotency_keys (
+            key TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            claimed REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX keys_by_age ON idempotency_keys (claimed)",
+    ),
+]
+"""Migration ``i`` takes a file from schema version ``i`` to ``i + 1``; append, never edit.
+All pending ones run in one transaction, so a file is at one version or the next."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema this code writes; a file with a higher ``meta.schema_version`` is not touched."""
+
+_JOB_COLUMNS = (
+    "job_id, runs, failures, skips, total_duration, last_run, last_success, last_failure, "
+    "last_error, last_duration, last_outcome, running_pid, running_host, next_run, paused"
+)
+_RUN_COLUMNS = (
+    "run_id, job_id, trigger, scheduled_for, started, finished, duration, outcome, error, "
+    "traceback, attempt, pid, host"
+)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job's state as the whole host (every process sharing the store) sees it.
+
+    ``runs`` counts finished runs, ``failures`` those that failed, were abandoned or timed
+    out; ``last_run``/``last_success``/``last_failure`` are start times; ``running_pid`` and
+    ``running_host`` name the newest run still going (``None``: none is); ``next_run`` is
+    what the scheduling process last announced (``None``: nothing scheduled).
+    """
+
+    job_id: str
+    runs: int = 0
+    failures: int = 0
+    skips: int = 0
+    total_duration: float = 0.0
+    last_run: Optional[datetime] = None
+    last_success: Optional[datetime] = None
+    last_failure: Optional[datetime] = None
+    last_error: Optional[str] = None
+    last_duration: Optional[float] = None
+    last_outcome: Optional[RunOutcome] = None
+    running_pid: Optional[int] = None
+    running_host: Optional[str] = None
+    next_run: Optional[datetime] = None
+    paused: bool = False
+
+
+def _ts(value: datetime) -> float:
+    """Unix seconds of an aware datetime (rounded to the microsecond, so that equal due
+    times computed in two processes give equal keys)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"the state store needs timezone-aware datetimes, got naive {value!r}; "
+            "use bgjobs.schedules.utc_datetime(epoch) or datetime.now(timezone.utc)"
+        )
+    return round(value.timestamp(), 6)
+
+
+def _opt_ts(value: Optional[datetime]) -> Optional[float]:
+    return None if value is None else _ts(value)
+
+
+def _dt(value: Optional[float]) -> Optional[datetime]:
+    return None if value is None else utc_datetime(value)
+
+
+def _latest(a: Optional[datetime], b: datetime) -> datetime:
+    return b if a is None or b >= a else a
+
+
+def clip_traceback(text: Optional[str]) -> Optional[str]:
+    """The end of a traceback: its last ``TRACEBACK_MAX_LINES`` lines and at most
+    ``TRACEBACK_MAX_CHARS`` characters (the end is where the exception is)."""
+    if text is None:
+        return None
+    lines = text.rstrip("\n").split("\n")
+    clipped = "\n".join(lines[-TRACEBACK_MAX_LINES:])
+    if len(clipped) > TRACEBACK_MAX_CHARS:
+        clipped = clipped[-TRACEBACK_MAX_CHARS:]
+        clipped = clipped[clipped.find("\n") + 1 :] if "\n" in clipped else clipped
+    if clipped != text.rstrip("\n"):
+        clipped = "...\n" + clipped
+    return clipped
+
+
+def _clip_error(text: Optional[str]) -> Optional[str]:
+    if text is None or len(text) <= ERROR_MAX_CHARS:
+        return text
+    return text[: ERROR_MAX_CHARS - 3] + "..."
+
+
+def _finished(run: JobRun, now: float) -> JobRun:
+    """``run`` as stored when it ends: ``finished``/``duration`` filled in, texts clipped."""
+    if run.outcome == "running":
+        raise ValueError(
+            f"finish_run({run.run_id!r}) needs the run's outcome (completed, failed, "
+            "abandoned or timed_out), not 'running'; call start_run for a run that starts"
+        )
+    finished = run.finished if run.finished is not None else utc_datetime(now)
+    duration = run.duration
+    if duration is None:
+        duration = max(0.0, (finished - run.started).total_seconds())
+    return replace(
+        run,
+        finished=finished,
+        duration=duration,
+        error=_clip_error(run.error),
+        traceback=clip_traceback(run.traceback),
+    )
+
+
+def _count_finished(record: JobRecord, run: JobRun) -> JobRecord:
+    """``record`` after ``run`` (finished) is counted: the one rule for both stores."""
+    failed = run.outcome in FAILED_OUTCOMES
+    duration = run.duration or 0.0
+    last_success, last_failure, last_error = (
+        record.last_success,
+        record.last_failure,
+        record.last_error,
+    )
+    if failed:
+        if last_failure is None or run.started >= last_failure:
+            last_failure, last_error = run.started, run.error
+    elif last_success is None or run.started >= last_success:
+        last_success = run.started
+    return replace(
+        record,
+        runs=record.runs + 1,
+        failures=record.failures + int(failed),
+        total_duration=record.total_duration + duration,
+        last_run=_latest(record.last_run, run.started),
+        last_success=last_success,
+        last_failure=last_failure,
+        last_error=last_error,
+        last_duration=duration,
+        last_outcome=run.outcome,
+    )
+
+
+def _abandoned(run: JobRun, now: float) -> JobRun:
+    who = f"process {run.pid}" + (f" on {run.host}" if run.host else "")
+    return _finished(
+        replace(
+            run,
+            outcome="abandoned",
+            finished=utc_datetime(now),
+            duration=None,
+            error=f"abandoned: {who} died while the run was in progress",
+        ),
+        now,
+    )
+
+
+# -- the interface --------------------------------------------------------------------------
+
+
+class StateStore(abc.ABC):
+    """Run history and host-wide job state. Every method is thread-safe and never raises
+    for a broken store (see the module docstring); wrong arguments raise ``ValueError``.
+    """
+
+    path: str
+    """Where the store lives, for messages (``":memory:"`` for :class:`MemoryStore`)."""
+
+    @property
+    def degraded(self) -> Optional[str]:
+        """Why the store is unusable right now and what fixes it; ``None`` when healthy."""
+        return None
+
+    @property
+    def dropped_writes(self) -> int:
+        """Writes dropped because the store was degraded or closed (kept in memory only)."""
+        return 0
+
+    @abc.abstractmethod
+    def start_run(self, run: JobRun) -> None:
+        """Record a run that started (outcome ``running``); the job's ``running_pid`` and
+        ``last_run`` follow. Recording the same ``run_id`` again changes nothing."""
+
+    @abc.abstractmethod
+    def finish_run(self, run: JobRun) -> None:
+        """Record how a run ended and count it, in one transaction.
+
+        ``finished``/``duration`` default to now; the traceback keeps its last lines. A run
+        that was never started is recorded whole; a run already finished (say, abandoned)
+        is left as it is and not counted twice.
+        """
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> Optional[JobRun]:
+        """One run, or ``None`` if unknown (or pruned)."""
+
+    @abc.abstractmethod
+    def job_runs(self, job_id: str, limit: int = 20) -> List[JobRun]:
+        """A job's runs, newest first (by start time), at most ``limit``."""
+
+    @abc.abstractmethod
+    def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        """``True`` for exactly one caller per ``(job_id, scheduled_for)`` on the host."""
+
+    @abc.abstractmethod
+    def claim_key(self, key: str, run_id: str) -> Optional[str]:
+        """Claim an idempotency key: ``None`` if this caller now owns it (recorded with
+        ``run_id``), else the run id recorded by the caller that owned it first."""
+
+    @abc.abstractmethod
+    def record_skips(self, job_id: str, count: int = 1) -> None:
+        """Add ``count`` run attempts refused because the job was still running."""
+
+    @abc.abstractmethod
+    def set_next_run(self, job_id: str, when: Optional[datetime]) -> None:
+        """Announce the job's next fire time (``None``: nothing scheduled)."""
+
+    @abc.abstractmethod
+    def set_paused(self, job_id: str, paused: bool) -> None:
+        """Pause or resume the job for every process; it survives restarts."""
+
+    @abc.abstractmethod
+    def job(self, job_id: str) -> Optional[JobRecord]:
+        """The job's record, or ``None`` if the store has never heard of it."""
+
+    @abc.abstractmethod
+    def jobs(self) -> Dict[str, JobRecord]:
+        """Every job's record, by id."""
+
+    @abc.abstractmethod
+    def totals(self) -> Tuple[int, int, int, float]:
+        """``(runs, failures, skips, total duration in seconds)`` over every job."""
+
+    @abc.abstractmethod
+    def abandon_dead_runs(self, is_alive: Callable[[str, int], bool]) -> List[JobRun]:
+        """Mark ``abandoned`` (finished now, counted as failures) the runs still
+        ``running`` for which ``is_alive(host, pid)`` is false, and return them.
+
+        ``is_alive`` is called without any lock held.
+        """
+
+    @abc.abstractmethod
+    def prune(self, now: Optional[datetime] = None) -> None:
+        """Apply retention: runs beyond ``keep_runs`` per job or older than ``max_age``
+        (never one still running); keys and fire claims older than ``key_ttl``."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store; idempotent. Later writes are dropped (and counted)."""
+
+    def reinit_after_fork(self) -> None:  # noqa: B027 - a hook; most stores need nothing
+        """In a forked child: forget the parent's connections and locks (not closing
+        them) so the next call reconnects. The default has nothing to forget."""
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _check_retention(
+    keep_runs: int, max_age: timedelta, key_ttl: timedelta
+) -> Tuple[int, float, float]:
+    if not isinstance(keep_runs, int) or keep_runs < 1:
+        raise ValueError(f"keep_runs must be an int >= 1 (runs kept per job), got {keep_runs!r}")
+    if max_age <= timedelta(0):
+        raise ValueError(f"max_age must be a positive timedelta, got {max_age!r}")
+    if key_ttl < DEFAULT_KEY_TTL:
+        raise ValueError(
+            f"key_ttl must be at least 24 hours (idempotency keys are honoured that long), "
+            f"got {key_ttl!r}"
+        )
+    return keep_runs, max_age.total_seconds(), key_ttl.total_seconds()
+
+
+# -- in memory ------------------------------------------------------------------------------
+
+
+class MemoryStore(StateStore):
+    """The store in this process's memory: same rules, nothing shared, nothing kept.
+
+    Used when the state directory is off, by tests, and by :class:`SQLiteStore` to answer
+    claims while its file is unusable.
+    """
+
+    def __init__(
+        self,
+        *,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        key_ttl: timedelta = DEFAULT_KEY_TTL,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self.path = ":memory:"
+        self._keep_runs, self._max_age, self._key_ttl = _check_retention(
+            keep_runs, max_age, key_ttl
+        )
+        self._clock: Clock = clock or SystemClock()
+        # Guards every dict below; held only for dict work, never across a callback.
+        self._state_lock = threading.Lock()
+        self._jobs: Dict[str, JobRecord] = {}
+        self._runs: Dict[str, JobRun] = {}
+        self._runs_by_job: Dict[str, Dict[str, JobRun]] = {}
+        self._fires: Dict[Tuple[str, float], float] = {}  # (job, due) -> claimed at
+        self._keys: Dict[str, Tuple[str, float]] = {}  # key -> (run id, claimed at)
+
+    def _record(self, job_id: str) -> JobRecord:
+        return self._jobs.get(job_id) or JobRecord(job_id)
+
+    def _put_run(self, run: JobRun) -> None:
+        self._runs[run.run_id] = run
+        self._runs_by_job.setdefault(run.job_id, {})[run.run_id] = run
+
+    def _with_running(self, record: JobRecord) -> JobRecord:
+        going = [
+            r for r in self._runs_by_job.get(record.job_id, {}).values() if r.outcome == "running"
+        ]
+        newest = max(going, key=lambda r: r.started, default=None)
+        return replace(
+            record,
+            running_pid=newest.pid if newest else None,
+            running_host=newest.host if newest else None,
+        )
+
+    def start_run(self, run: JobRun) -> None:
+        _ts(run.started)
+        with self._state_lock:
+            if run.run_id in self._runs:
+                return
+            self._put_run(replace(run, outcome="running", finished=None, duration=None))
+            record = self._record(run.job_id)
+            self._jobs[run.job_id] = replace(
+                record,
+                last_run=_latest(record.last_run, run.started),
+                running_pid=run.pid,
+                running_host=run.host,
+            )
+
+    def finish_run(self, run: JobRun) -> None:
+        done = _finished(run, self._clock.time())
+        with self._state_lock:
+            self._finish_locked(done)
+
+    def _finish_locked(self, done: JobRun) -> bool:
+        known = self._runs.get(done.run_id)
+        if known is not None and known.outcome != "running":
+            return False
+        self._put_run(done)
+        self._jobs[done.job_id] = self._with_running(
+            _count_finished(self._record(done.job_id), done)
+        )
+        return True
+
+    def get_run(self, run_id: str) -> Optional[JobRun]:
+        with self._state_lock:
+            return self._runs.get(run_id)
+
+    def job_runs(self, job_id: str, limit: int = 20) -> List[JobRun]:
+        with self._state_lock:
+            runs = list(self._runs_by_job.get(job_id, {}).values())
+        runs.sort(key=lambda r: r.started, reverse=True)
+        return runs[: max(0, limit)]
+
+    def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        key = (job_id, _ts(scheduled_for))
+        with self._state_lock:
+            if key in self._fires:
+                return False
+            self._fires[key] = self._clock.time()
+            return True
+
+    def claim_key(self, key: str, run_id: str) -> Optional[str]:
+        with self._state_lock:
+            known = self._keys.get(key)
+            if known is not None:
+                return known[0]
+            self._keys[key] = (run_id, self._clock.time())
+            return None
+
+    def record_skips(self, job_id: str, count: int = 1) -> None:
+        with self._state_lock:
+            record = self._record(job_id)
+            self._jobs[job_id] = replace(record, skips=record.skips + count)
+
+    def set_next_run(self, job_id: str, when: Optional[datetime]) -> None:
+        _opt_ts(when)
+        with self._state_lock:
+            self._jobs[job_id] = replace(self._record(job_id), next_run=when)
+
+    def set_paused(self, job_id: str, paused: bool) -> None:
+        with self._state_lock:
+            self._jobs[job_id] = replace(self._record(job_id), paused=bool(paused))
+
+    def job(self, job_id: str) -> Optional[JobRecord]:
+        with self._state_lock:
+            return self._jobs.get(job_id)
+
+    def jobs(self) -> Dict[str, JobRecord]:
+        with self._state_lock:
+            return dict(self._jobs)
+
+    def totals(self) -> Tuple[int, int, int, float]:
+        with self._state_lock:
+            records = list(self._jobs.values())
+        return (
+            sum(r.runs for r in records),
+            sum(r.failures for r in records),
+            sum(r.skips for r in records),
+            sum(r.total_duration for r in records),
+        )
+
+    def abandon_dead_runs(self, is_alive: Callable[[str, int], bool]) -> List[JobRun]:
+        with self._state_lock:
+            going = [r for r in self._runs.values() if r.outcome == "running"]
+        dead = [r for r in going if not is_alive(r.host, r.pid)]
+        now = self._clock.time()
+        ended = [_abandoned(run, now) for run in dead]
+        with self._state_lock:
+            return [run for run in ended if self._finish_locked(run)]
+
+    def prune(self, now: Optional[datetime] = None) -> None:
+        at = self._clock.time() if now is None else _ts(now)
+        with self._state_lock:
+            for runs in self._runs_by_job.values():
+                newest = sorted(runs.values(), key=lambda r: r.started, reverse=True)
+                for index, run in enumerate(newest):
+                    too_old = run.started.timestamp() < at - self._max_age
+                    if run.outcome != "running" and (index >= self._keep_runs or too_old):
+                        del runs[run.run_id]
+                        del self._runs[run.run_id]
+            cutoff = at - self._key_ttl
+            self._fires = {k: t for k, t in self._fires.items() if t >= cutoff}
+            self._keys = {k: v for k, v in self._keys.items() if v[1] >= cutoff}
+
+    def close(self) -> None:
+        """Nothing to release: the memory is the store."""
+
+    def reinit_after_fork(self) -> None:
+        """A fresh lock: the parent's may have been held by a thread that does not exist
+        in the child. The data is the parent's, copied."""
+        self._state_lock = threading.Lock()
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+class _StoreFault(Exception):
+    """Why the store cannot be used now: ``condition`` keys the once-only WARNING."""
+
+    def __init__(self, condition: str, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.condition, self.problem, self.fix = condition, problem, fix
+
+
+_PROGRAMMING_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.NotSupportedError,
+    sqlite3.DataError,
+)
+
+
+class SQLiteStore(StateStore):
+    """The store in a SQLite file shared by every process of the host (``state.db``).
+
+    One connection per process, opened lazily and reopened after a fault or a fork;
+    ``retry_interval`` seconds pass between attempts while the store is degraded, so a
+    locked file costs at most one ``busy_timeout`` per interval, not one per call.
+    """
+
+    def __init__(
+        self,
+        path: PathArg,
+        *,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        key_ttl: timedelta = DEFAULT_KEY_TTL,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        self._keep_runs, self._max_age, self._key_ttl = _check_retention(
+            keep_runs, max_age, key_ttl
+        )
+        if busy_timeout < 0 or retry_interval < 0:
+            raise ValueError(
+                f"busy_timeout and retry_interval are seconds >= 0, got {busy_timeout!r} "
+                f"and {retry_interval!r}"
+            )
+        self._busy_timeout = float(busy_timeout)
+        self._retry_interval = float(retry_interval)
+        self._clock: Clock = clock or SystemClock()
+        # Answers claim_fire/claim_key while the file is unusable (this process only).
+        self._fallback = MemoryStore(
+            keep_runs=keep_runs, max_age=max_age, key_ttl=key_ttl, clock=clock
+        )
+        self._pid = os.getpid()
+        # Guards the connection and every field below it: one SQLite connection must not
+        # be used by two threads at once, and the degraded state changes with its use.
+        self._conn_lock = threading.Lock()
+        self._conn: Optional[sqlite3.Connection] = None
+        self._identity: Optional[Tuple[int, int]] = None  # (st_dev, st_ino) of the open file
+        self._degraded: Optional[str] = None
+        self._failed_write = False  # whether a write (not just a read) met the fault
+        self._warned: Set[str] = set()  # conditions already logged at WARNING
+        self._retry_at = 0.0  # monotonic time of the next attempt while degraded
+        self._dropped = 0
+        self._dropped_before = 0  # self._dropped when the current degradation began
+        self._next_prune = 0.0  # wall time of the next automatic prune
+        self._closed = False
+        # Connections inherited through fork: kept referenced, never closed (see
+        # reinit_after_fork).
+        self._inherited: List[sqlite3.Connection] = []
+        self._call(lambda conn: None, None, write=False)  # report a problem at startup
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> Optional[str]:
+        if self._closed:
+            return f"state store {self.path} is closed"
+        return self._degraded
+
+    @property
+    def dropped_writes(self) -> int:
+        return self._dropped
+
+    def close(self) -> None:
+        with self._conn_lock:
+            self._closed = True
+            self._discard()
+
+    def reinit_after_fork(self) -> None:
+        """Forget the parent's connection without closing it: closing it here could
+        checkpoint or delete the WAL under the parent, and SQLite forbids using a
+        connection across ``fork``. The next call opens a connection of our own."""
+        if self._conn is not None:
+            self._inherited.append(self._conn)
+        self._conn = None
+        self._identity = None
+        self._conn_lock = threading.Lock()
+        self._retry_at = 0.0
+        self._pid = os.getpid()
+        self._fallback.reinit_after_fork()
+
+    # -- the operations ------------------------------------------------------------------
+
+    def start_run(self, run: JobRun) -> None:
+        started = _ts(run.started)
+        values = (
+            run.run_id,
+            run.job_id,
+            run.trigger,
+            _opt_ts(run.scheduled_for),
+            started,
+            None,
+            None,
+            "running",
+            None,
+            None,
+            run.attempt,
+            run.pid,
+            run.host,
+        )
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _WriteTransaction(conn):
+                cur = conn.execute(
+                    f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(13)})", values
+                )
+                if cur.rowcount == 1:
+                    conn.execute(
+                        "INSERT INTO jobs (job_id, last_run, running_run_id, running_pid, "
+                        "running_host) VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
+                        "last_run = max(coalesce(last_run, excluded.last_run), excluded.last_run), "
+                        "running_run_id = excluded.running_run_id, "
+                        "running_pid = excluded.running_pid, running_host = excluded.running_host",
+                        (run.job_id, started, run.run_id, run.pid, run.host),
+                    )
+
+        self._call(op, None, write=True)
+
+    def finish_run(self, run: JobRun) -> None:
+        now = self._clock.time()
+        done = _finished(run, now)
+
+        def op(conn: sqlite3.Connection) -> None:
+            with _WriteTransaction(conn):
+                _finish_in_transaction(conn, done, insert_missing=True)
+            if now >= self._next_prune:
+                try:
+                    self._prune_now(conn, now)
+                except sqlite3.OperationalError as exc:  # the run is recorded: not a drop
+                    logger.debug("state store %s: prune postponed (%s)", self.path, exc)
+                    self._next_prune = now + 60.0
+
+        self._call(op, None, write=True)
+
+    def get_run(self, run_id: str) -> Optional[JobRun]:
+        def op(conn: sqlite3.Connection) -> Optional[JobRun]:
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return None if row is None else _run_from_row(row)
+
+        return self._call(op, None, write=False)
+
+    def job_runs(self, job_id: str, limit: int = 20) -> List[JobRun]:
+        def op(conn: sqlite3.Connection) -> List[JobRun]:
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY started DESC LIMIT ?",
+                (job_id, max(0, limit)),
+            ).fetchall()
+            return [_run_from_row(row) for row in rows]
+
+        return self._call(op, [], write=False)
+
+    def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        due = _ts(scheduled_for)
+
+        def op(conn: sqlite3.Connection) -> Optional[bool]:
+            # One statement is its own transaction: the unique key picks the winner.
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO fires (job_id, scheduled_for, claimed) VALUES (?, ?, ?)",
+                (job_id, due, self._clock.time()),
+            )
+            return cur.rowcount == 1
+
+        won = self._call(op, None, write=False)  # a claim is not a run record
+        return self._fallback.claim_fire(job_id, scheduled_for) if won is None else won
+
+    def claim_key(self, key: str, run_id: str) -> Optional[str]:
+        def op(conn: sqlite3.Connection) -> Tuple[bool, Optional[str]]:
+            with _WriteTransaction(conn):
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO idempotency_keys (key, run_id, claimed) "
+                    "VALUES (?, ?, ?)",
+                    (key, run_id, self._clock.time()),
+                )
+                if cur.rowcount == 1:
+                    return True, None
+                row = conn.execute(
+                    "SELECT run_id FROM idempotency_keys WHERE key = ?", (key,)
+                ).fetchone()
+                return True, str(row[0])
+
+        unanswered: Tuple[bool, Optional[str]] = (False, None)
+        answered, owner = self._call(op, unanswered, write=False)
+        return owner if answered else self._fallback.claim_key(key, run_id)
+
+    def record_skips(self, job_id: str, count: int = 1) -> None:
+        self._execute(
+            "INSERT INTO jobs (job_id, skips) VALUES (?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET skips = skips + excluded.skips",
+            (job_id, int(count)),
+        )
+
+    def set_next_run(self, job_id: str, when: Optional[datetime]) -> None:
+        self._execute(
+            "INSERT INTO jobs (job_id, next_run) VALUES (?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET next_run = excluded.next_run",
+            (job_id, _opt_ts(when)),
+        )
+
+    def set_paused(self, job_id: str, paused: bool) -> None:
+        self._execute(
+            "INSERT INTO jobs (job_id, paused) VALUES (?, ?) "
+            "ON CONFLICT (job_id) DO UPDATE SET paused = excluded.paused",
+            (job_id, int(bool(paused))),
+        )
+
+    def job(self, job_id: str) -> Optional[JobRecord]:
+        def op(conn: sqlite3.Connection) -> Optional[JobRecord]:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            return None if row is None else _job_from_row(row)
+
+        return self._call(op, None, write=False)
+
+    def jobs(self) -> Dict[str, JobRecord]:
+        def op(conn: sqlite3.Connection) -> Dict[str, JobRecord]:
+            rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs").fetchall()
+            return {row[0]: _job_from_row(row) for row in rows}
+
+        return self._call(op, {}, write=False)
+
+    def totals(self) -> Tuple[int, int, int, float]:
+        def op(conn: sqlite3.Connection) -> Tuple[int, int, int, float]:
+            row = conn.execute(
+                "SELECT coalesce(sum(runs), 0), coalesce(sum(failures), 0), "
+                "coalesce(sum(skips), 0), coalesce(sum(total_duration), 0.0) FROM jobs"
+            ).fetchone()
+            return int(row[0]), int(row[1]), int(row[2]), float(row[3])
+
+        return self._call(op, (0, 0, 0, 0.0), write=False)
+
+    def abandon_dead_runs(self, is_alive: Callable[[str, int], bool]) -> List[JobRun]:
+        def running(conn: sqlite3.Connection) -> List[JobRun]:
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE outcome = 'running'"
+            ).fetchall()
+            return [_run_from_row(row) for row in rows]
+
+        none: List[JobRun] = []
+        dead = [
+            run for run in self._call(running, none, write=False) if not is_alive(run.host, run.pid)
+        ]
+        if not dead:
+            return []
+        now = self._clock.time()
+        ended = [_abandoned(run, now) for run in dead]
+
+        def op(conn: sqlite3.Connection) -> List[JobRun]:
+            with _WriteTransaction(conn):
+                return [r for r in ended if _finish_in_transaction(conn, r, insert_missing=False)]
+
+        return self._call(op, [], write=True)
+
+    def prune(self, now: Optional[datetime] = None) -> None:
+        at = self._clock.time() if now is None else _ts(now)
+        self._call(lambda conn: self._prune_now(conn, at), None, write=True)
+
+    def _prune_now(self, conn: sqlite3.Connection, now: float) -> None:
+        """Retention, in one transaction. Caller holds ``_conn_lock``."""
+        with _WriteTransaction(conn):
+            conn.execute(
+                "DELETE FROM runs WHERE outcome != 'running' AND started < ?",
+                (now - self._max_age,),
+            )
+            crowded = conn.execute(
+                "SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > ?", (self._keep_runs,)
+            ).fetchall()
+            for (job_id,) in crowded:
+                conn.execute(
+                    "DELETE FROM runs WHERE job_id = ? AND outcome != 'running' AND run_id NOT IN "
+                    "(SELECT run_id FROM runs WHERE job_id = ? ORDER BY started DESC LIMIT ?)",
+                    (job_id, job_id, self._keep_runs),
+                )
+            cutoff = now - self._key_ttl
+            conn.execute("DELETE FROM fires WHERE claimed < ?", (cutoff,))
+            conn.execute("DELETE FROM idempotency_keys WHERE claimed < ?", (cutoff,))
+        self._next_prune = now + PRUNE_INTERVAL
+
+    def _execute(self, sql: str, params: Sequence[object]) -> None:
+        """One write statement (its own transaction)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(sql, params)
+
+        self._call(op, None, write=True)
+
+    # -- connection and faults -----------------------------------------------------------
+
+    def _call(self, op: Callable[[sqlite3.Connection], _T], fallback: _T, *, write: bool) -> _T:
+        """Run ``op`` on the connection; on a fault degrade and return ``fallback``.
+
+        ``write``: a dropped call loses a record, so it is counted in ``dropped_writes``.
+        Log records are emitted after the lock is released (a handler may be slow).
+        """
+        if self._pid != os.getpid():
+            self.reinit_after_fork()
+        logs: List[Tuple[int, str]] = []
+        try:
+            with self._conn_lock:
+                return self._call_locked(op, fallback, write, logs)
+        finally:
+            for level, message in logs:
+                logger.log(level, "%s", message)
+
+    def _call_locked(
+        self,
+        op: Callable[[sqlite3.Connection], _T],
+        fallback: _T,
+        write: bool,
+        logs: List[Tuple[int, str]],
+    ) -> _T:
+        if self._closed or (
+            self._conn is None
+            and self._degraded is not None
+            and self._clock.monotonic() < self._retry_at
+        ):
+            self._dropped += int(write)
+            return fallback
+        for attempt in range(2):
+            try:
+                if self._conn is None:
+                    self._conn = self._open(logs)
+                result = op(self._conn)
+            except _StoreFault as refused:
+                self._discard()
+                self._degrade(refused, logs, write)
+                break
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, _PROGRAMMING_ERRORS):
+                    _rollback_quietly(self._conn)
+                    raise
+                self._discard()
+                fault = self._classify(exc)
+                if fault.condition == "corrupt" and attempt == 0 and self._move_aside(exc, logs):
+                    continue
+                self._degrade(fault, logs, write)
+                break
+            else:
+                self._recovered(logs, write)
+                return result
+        self._dropped += int(write)
+        return fallback
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open the SQLite connection (tests override this to inject a fault)."""
+        return sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # autocommit; writes use explicit BEGIN IMMEDIATE
+            check_same_thread=False,  # shared by this process's threads under _conn_lock
+            cached_statements=64,
+        )
+
+    def _open(self, logs: List[Tuple[int, str]]) -> sqlite3.Connection:
+        """Check the files, connect, set WAL and migrate. Caller holds ``_conn_lock``."""
+        self._check_files()
+        conn = self._connect()
+        try:
+            info = os.stat(self.path)
+            self._identity = (info.st_dev, info.st_ino)
+            version = _schema_version(conn)
+            self._refuse_newer(version)
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if version < len(MIGRATIONS):
+                self._migrate(conn, logs)
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        return conn
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > len(MIGRATIONS):
+            raise _StoreFault(
+                "newer",
+                f"was written by a newer bgjobs (schema version {version}; this one knows "
+                f"up to {len(MIGRATIONS)}) and is left untouched",
+                "upgrade bgjobs in every process using it, or give this app another "
+                "state directory (BGJOBS_STATE_DIR)",
+            )
+
+    def _migrate(self, conn: sqlite3.Connection, logs: List[Tuple[int, str]]) -> None:
+        with _WriteTransaction(conn):
+            version = _schema_version(conn)  # again, under the write lock: another
+            self._refuse_newer(version)  # process may have migrated meanwhile
+            for statements in MIGRATIONS[version:]:
+                for sql in statements:
+                    conn.execute(sql)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(len(MIGRATIONS)),),
+            )
+        if version:
+            logs.append(
+                (
+                    logging.INFO,
+                    f"state store {self.path} migrated from schema version {version} to "
+                    f"{len(MIGRATIONS)}",
+                )
+            )
+
+    def _check_files(self) -> None:
+        """Refuse files someone else could swap or read through; create ``state.db`` 0600.
+
+        Checked before each connect, since SQLite follows links and opens what it finds.
+        """
+        directory = os.path.dirname(self.path)
+        uid = os.geteuid()
+        try:
+            dir_info = os.stat(directory)
+        except OSError as exc:
+            raise _StoreFault(
+                "directory",
+                f"cannot be created: its directory {directory} is unusable ({exc.strerror})",
+                f"create it (mkdir -m 700 {directory}) as uid {uid}, or point BGJOBS_STATE_DIR "
+                "at a directory of this app's own",
+            ) from None
+        if not _may(directory, os.W_OK | os.X_OK):
+            raise _StoreFault(
+                "directory",
+                f"cannot be written: its directory {directory} (owner uid {dir_info.st_uid}, "
+                f"mode {stat.S_IMODE(dir_info.st_mode):04o}) is not writable by uid {uid}",
+                (
+                    f"chmod u+rwx {directory}"
+                    if dir_info.st_uid == uid
+                    else f"chown {uid} {directory}, or use a state directory of uid {uid}'s own"
+                ),
+            )
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                info = os.lstat(name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _StoreFault(
+                    "unsafe", f"cannot be inspected: {name}: {exc.strerror}", "fix the permissions"
+                ) from None
+            problem = None
+            if stat.S_ISLNK(info.st_mode):
+                problem = f"is a symbolic link (to {os.readlink(name)})"
+            elif not stat.S_ISREG(info.st_mode):
+                problem = "is not a regular file"
+            elif info.st_uid != uid:
+                problem = f"is owned by uid {info.st_uid}, not by this process's uid {uid}"
+            elif info.st_nlink > 1:
+                problem = f"has {info.st_nlink} hard links, so it can be changed under another name"
+            if problem is not None:
+                raise _StoreFault(
+                    "unsafe",
+                    f"is refused: {name} {problem}",
+                    f"remove {name} (bgjobs creates a new one)",
+                )
+            # SQLite would quietly open it read-only (or fail later); -wal and -shm take
+            # the main file's mode when created, so a past chmod can leave them behind.
+            if not _may(name, os.R_OK | os.W_OK):
+                raise _StoreFault(
+                    "readonly",
+                    f"is read-only: {name} (mode {stat.S_IMODE(info.st_mode):04o}) cannot be "
+                    f"read and written by uid {uid}",
+                    f"chmod u+rw {self.path}*",
+                )
+        try:
+            fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC, 0o600
+            )
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise _StoreFault(
+                "readonly" if exc.errno == errno.EROFS else "directory",
+                f"cannot be created ({exc.strerror})",
+                f"make {directory} writable by uid {uid}",
+            ) from None
+        os.close(fd)
+
+    def _classify(self, exc: sqlite3.DatabaseError) -> _StoreFault:
+        message = str(exc)
+        text = message.lower()
+        uid = os.geteuid()
+        directory = os.path.dirname(self.path)
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return _StoreFault(
+                "corrupt",
+                f"is corrupt ({message}) and could not be moved aside",
+                f"move {self.path} away by hand (bgjobs creates a new one)",
+            )
+        if "locked" in text or "busy" in text:
+            return _StoreFault(
+                "locked",
+                f"is locked by another process for longer than the busy timeout "
+                f"({self._busy_timeout:g} s)",
+                f"find the process holding it (fuser {self.path}) or raise busy_timeout",
+            )
+        if "readonly" in text or "read-only" in text:
+            return _StoreFault(
+                "readonly",
+                f"is read-only ({message})",
+                f"make it, its -wal and -shm and {directory} writable by uid {uid} "
+                f"(chmod u+rw {self.path}*), or remount the filesystem read-write",
+            )
+        if "full" in text:
+            return _StoreFault(
+                "full",
+                f"cannot grow ({message})",
+                f"free space on the filesystem holding {directory}",
+            )
+        if "unable to open" in text:
+            return _StoreFault(
+                "cantopen",
+                f"cannot be opened ({message})",
+                f"check that uid {uid} can read and write {self.path} and {directory}",
+            )
+        if "i/o" in text:
+            return _StoreFault(
+                "ioerr",
+                f"hit a disk I/O error ({message})",
+                "check the disk (dmesg) and the filesystem",
+            )
+        return _StoreFault("error", f"failed ({type(exc).__name__}: {message})", "see the error")
+
+    def _move_aside(self, exc: sqlite3.DatabaseError, logs: List[Tuple[int, str]]) -> bool:
+        """Rename a corrupt ``state.db`` (and its ``-wal``/``-shm``) so a new one can be made.
+
+        Only the very file this process found corrupt: if another process already replaced
+        it, reconnecting is enough. Caller holds ``_conn_lock``.
+        """
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        if self._identity is not None and (info.st_dev, info.st_ino) != self._identity:
+            return True
+        stamp = utc_datetime(self._clock.time()).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = f"{self.path}.corrupt-{stamp}"
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.lexists(self.path + suffix):
+                    os.rename(self.path + suffix, aside + suffix)
+        except OSError:
+            return False
+        logs.append(
+            (
+                logging.WARNING,
+                f"state store {self.path} was corrupt ({exc}); moved it aside to {aside} and "
+                "started a new one: the run history and counters before now are in that file",
+            )
+        )
+        return True
+
+    def _degrade(self, fault: _StoreFault, logs: List[Tuple[int, str]], write: bool) -> None:
+        if self._degraded is None:
+            self._dropped_before = self._dropped
+        self._failed_write = write
+        self._degraded = (
+            f"state store {self.path} {fault.problem}: {fault.fix}; run records are kept in "
+            "memory only until then"
+        )
+        self._retry_at = self._clock.monotonic() + self._retry_interval
+        if fault.condition not in self._warned:
+            self._warned.add(fault.condition)
+            logs.append((logging.WARNING, self._degraded))
+
+    def _recovered(self, logs: List[Tuple[int, str]], write: bool) -> None:
+        """A call succeeded: healthy again, unless only reads work and a write failed."""
+        if self._degraded is None or (self._failed_write and not write):
+            return
+        dropped = self._dropped - self._dropped_before
+        logs.append(
+            (
+                logging.INFO,
+                f"state store {self.path} is usable again; {dropped} write(s) made while it "
+                "was not were kept in memory only",
+            )
+        )
+        self._degraded = None
+        self._warned.clear()
+
+    def _discard(self) -> None:
+        """Close the connection (rolling back). Caller holds ``_conn_lock``."""
+        if self._conn is not None:
+            _rollback_quietly(self._conn)
+            _close_quietly(self._conn)
+            self._conn = None
+
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
+
+
+def _may(path: str, mode: int) -> bool:
+    """``os.access`` for this process's effective uid (the one that opens files)."""
+    return os.access(path, mode, effective_ids=_EFFECTIVE_IDS)
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class _WriteTransaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an exception): the write lock is
+    taken up front, so a transaction never fails half-way on a lock upgrade."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        else:
+            _rollback_quietly(self._conn)
+
+
+def _rollback_quietly(conn: Optional[sqlite3.Connection]) -> None:
+    if conn is not None and conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """``meta.schema_version``; 0 for an empty file."""
+    has_meta = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()[0]
+    if not has_meta:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _job_from_row(r: Any) -> JobRecord:
+    """A ``jobs`` row read as ``_JOB_COLUMNS``, which is JobRecord's field order. SQLite
+    already returns int/float/str; only times and the flag need converting (this runs
+    1,000 times for a status page, so it is positional and flat)."""
+    return JobRecord(
+        r[0], r[1], r[2], r[3], r[4], _dt(r[5]), _dt(r[6]), _dt(r[7]),
+        r[8], r[9], r[10], r[11], r[12], _dt(r[13]), bool(r[14]),
+    )  # fmt: skip
+
+
+def _run_from_row(row: Any) -> JobRun:
+    (run_id, job_id, trigger, scheduled_for, started, finished, duration) = row[:7]
+    (outcome, error, traceback, attempt, pid, host) = row[7:]
+    return JobRun(
+        run_id=str(run_id),
+        job_id=str(job_id),
+        trigger=trigger,
+        started=utc_datetime(started),
+        scheduled_for=_dt(scheduled_for),
+        finished=_dt(finished),
+        duration=duration,
+        outcome=outcome,
+        error=error,
+        traceback=traceback,
+        attempt=int(attempt),
+        pid=int(pid),
+        host=str(host),
+    )
+
+
+def _finish_in_transaction(conn: sqlite3.Connection, run: JobRun, *, insert_missing: bool) -> bool:
+    """Store a finished run and count it; ``False`` if it was already finished (or, with
+    ``insert_missing`` false, unknown). Caller holds a write transaction."""
+    cur = conn.execute(
+        "UPDATE runs SET finished = ?, duration = ?, outcome = ?, error = ?, traceback = ? "
+        "WHERE run_id = ? AND outcome = 'running'",
+        (_opt_ts(run.finished), run.duration, run.outcome, run.error, run.traceback, run.run_id),
+    )
+    if cur.rowcount == 0:
+        if not insert_missing:
+            return False
+        cur = conn.execute(
+            f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(13)})",
+            (
+                run.run_id,
+                run.job_id,
+                run.trigger,
+                _opt_ts(run.scheduled_for),
+                _ts(run.started),
+                _opt_ts(run.finished),
+                run.duration,
+                run.outcome,
+                run.error,
+                run.traceback,
+                run.attempt,
+                run.pid,
+                run.host,
+            ),
+        )
+        if cur.rowcount == 0:
+            return False  # finished before (e.g. abandoned): recorded once, counted once
+    row = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (run.job_id,)
+    ).fetchone()
+    record = _count_finished(JobRecord(run.job_id) if row is None else _job_from_row(row), run)
+    going = conn.execute(
+        "SELECT run_id, pid, host FROM runs WHERE job_id = ? AND outcome = 'running' "
+        "ORDER BY started DESC LIMIT 1",
+        (run.job_id,),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO jobs (job_id, runs, failures, total_duration, last_run, last_success, "
+        "last_failure, last_error, last_duration, last_outcome, running_run_id, running_pid, "
+        "running_host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (job_id) DO UPDATE SET runs = excluded.runs, failures = excluded.failures, "
+        "total_duration = excluded.total_duration, last_run = excluded.last_run, "
+        "last_success = excluded.last_success, last_failure = excluded.last_failure, "
+        "last_error = excluded.last_error, last_duration = excluded.last_duration, "
+        "last_outcome = excluded.last_outcome, running_run_id = excluded.running_run_id, "
+        "running_pid = excluded.running_pid, running_host = excluded.running_host",
+        (
+            run.job_id,
+            record.runs,
+            record.failures,
+            record.total_duration,
+            _opt_ts(record.last_run),
+            _opt_ts(record.last_success),
+            _opt_ts(record.last_failure),
+            record.last_error,
+            record.last_duration,
+            record.last_outcome,
+            going[0] if going else None,
+            going[1] if going else None,
+            going[2] if going else None,
+        ),
+    )
+    return True
+
+
+def open_store(
+    directory: PathArg,
+    *,
+    keep_runs: int = DEFAULT_KEEP_RUNS,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+    key_ttl: timedelta = DEFAULT_KEY_TTL,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    clock: Optional[Clock] = None,
+) -> StateStore:
+    """The SQLite store ``<directory>/state.db`` (options: see :class:`SQLiteStore`).
+
+    The caller has checked ``directory`` (0700, owned, no link). Never raises for a broken
+    file: the store comes back degraded and says why.
+    """
+    return SQLiteStore(
+        os.path.join(os.fspath(directory), STATE_DB_NAME),
+        keep_runs=keep_runs,
+        max_age=max_age,
+        key_ttl=key_ttl,
+        busy_timeout=busy_timeout,
+        clock=clock,
+    )
