@@ -145,7 +145,7 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
     try:
         # Always local, with the settings a Flask app's BGJobs would use: BGJOBS_LOCK_DIR
         # (so only one process per host runs each job), BGJOBS_SHUTDOWN_TIMEOUT, _TIMEZONE.
-        manager = LocalJobManager(settings=_settings(target))
+        manager = LocalJobManager(settings=_local_settings(target))
     except (ValueError, BGJobsError) as exc:
         raise UsageError(str(exc)) from None
     manager.set_run_context(target.run_context)
@@ -298,11 +298,12 @@ def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
     # through dispatch() — the path the HTTP endpoint and Trigger.dev take: overlap lock
     # (host-wide with BGJOBS_LOCK_DIR, the lock a `bgjobs run` or a gunicorn worker takes),
     # status, metrics, logging — and inside the Flask app's context when APP is one.
-    manager = LocalJobManager(settings=_settings(target))
+    manager = LocalJobManager(settings=_local_settings(target))
     manager.set_run_context(target.run_context)
     manager.add_job(definition, scheduled=False)
     with log_to_stderr():
-        outcome, status = manager.dispatch(job_id)
+        result = manager.dispatch(job_id, trigger="cli")
+    outcome, status = result.outcome, result.status
     assert status is not None  # installed just above
     if outcome != "ran":
         print(f"{job_id}: not run ({outcome})")
@@ -550,6 +551,12 @@ def _settings(target: LoadedApp) -> Settings:
         return Settings.from_env()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _local_settings(target: LoadedApp) -> Settings:
+    """APP's settings for a local manager: its state directory, else the default one for
+    the file declaring its registry — the one the app's own processes use."""
+    return _settings(target).with_default_state_dir(target.registry.source_file)
 
 
 def _print_error(message: str) -> None:

@@ -14,8 +14,11 @@ key                            meaning (default)
 ``DISABLE_AUTO_SYNC``          1/true/yes/on → ``disabled`` mode
 ``VERCEL``                     ``1`` → ``vercel`` mode (Vercel sets it)
 ``BGJOBS_TIMEZONE``            cron jobs declared without a timezone use it (``UTC``)
-``BGJOBS_LOCK_DIR``            local mode: one process per host runs the jobs (unset: each
-                               process runs its own)
+``BGJOBS_STATE_DIR``           the state directory: lock files and ``state.db``, so one
+                               process per host runs each fire and every process shows the
+                               host's truth (where an app is wired: a per-user, per-app
+                               default, see :func:`default_state_dir`; ``""``: off, memory
+                               only). ``BGJOBS_LOCK_DIR`` is its older name
 ``BGJOBS_MAX_WORKERS``         local mode: scheduled runs at once per manager (10)
 ``BGJOBS_SHUTDOWN_TIMEOUT``    seconds running jobs get at exit and ``close()`` (10)
 ``BGJOBS_SECRET``              the HTTP endpoints' Bearer secret (else ``CRON_SECRET``)
@@ -36,8 +39,11 @@ bad value of an unrelated key never breaks it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
+import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Tuple
 
@@ -51,6 +57,7 @@ __all__ = [
     "DEFAULT_TRIGGER_DEV_API_URL",
     "Env",
     "Settings",
+    "default_state_dir",
     "get_app_environment",
     "get_scheduling_mode",
     "get_trigger_dev_config",
@@ -132,6 +139,46 @@ def _shutdown_timeout(env: Env) -> float:
             f"BGJOBS_SHUTDOWN_TIMEOUT must be a number of seconds >= 0 (e.g. 10), got {raw!r}"
         )
     return value
+
+
+def _state_dir(env: Env) -> Optional[str]:
+    """``BGJOBS_STATE_DIR`` (else ``BGJOBS_LOCK_DIR``): a path; ``""`` when set but empty
+    (or ``False``/``None`` in ``app.config``): off; ``None`` when neither is set."""
+    for name in ("BGJOBS_STATE_DIR", "BGJOBS_LOCK_DIR"):
+        if name not in env:
+            continue
+        value = env[name]
+        if value is None or value is False:
+            return ""
+        return (os.fspath(value) if isinstance(value, os.PathLike) else str(value)).strip()
+    return None
+
+
+def default_state_dir(app: Optional[str] = None) -> str:
+    """The state directory used where an app is wired and ``BGJOBS_STATE_DIR`` is unset.
+
+    ``$XDG_STATE_HOME/bgjobs/<app>-<hash>`` (``~/.local/state`` when ``XDG_STATE_HOME`` is
+    unset): private to the user, and one per app, so two apps never share job state. The
+    app is ``app`` when given (e.g. the APP of the command line), else the program that runs
+    (the ``__main__`` module's file: gunicorn, uwsgi, your script) together with the working
+    directory. :func:`bgjobs.initialize_background_jobs` and the command line pass the file
+    that declares the :class:`~bgjobs.registry.JobRegistry`, so a gunicorn app and a
+    ``bgjobs exec`` of the same registry share one store. Two apps started from the same
+    directory by the same launcher without a registry would share it: give them each a
+    ``BGJOBS_STATE_DIR``.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "").strip() or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    if app is not None:
+        key = app.encode("utf-8", "surrogateescape")
+    else:
+        main = sys.modules.get("__main__")
+        app = str(getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "") or "python")
+        key = f"{os.path.abspath(os.getcwd())}\0{app}".encode("utf-8", "surrogateescape")
+    stem = os.path.splitext(os.path.basename(app.rstrip("/:")))[0].lower()
+    name = re.sub(r"[^a-z0-9_.-]+", "-", stem).strip("-.") or "app"
+    return os.path.join(base, "bgjobs", f"{name[:40]}-{hashlib.sha256(key).hexdigest()[:10]}")
 
 
 def get_app_environment(env: Optional[Env] = None) -> str:
@@ -228,7 +275,9 @@ class Settings:
     vercel: bool = False
     timezone: Optional[str] = None
     """``BGJOBS_TIMEZONE``: an IANA name; ``None`` means UTC."""
-    lock_dir: Optional[str] = None
+    state_dir: Optional[str] = None
+    """``BGJOBS_STATE_DIR``/``BGJOBS_LOCK_DIR``: a path; ``""``: off; ``None``: unset (the
+    default applies where an app is wired, see :meth:`with_default_state_dir`)."""
     max_workers: int = DEFAULT_MAX_WORKERS
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     secret: Optional[str] = field(default=None, repr=False)
@@ -249,7 +298,7 @@ class Settings:
             disable_auto_sync=is_truthy(_get(source, "DISABLE_AUTO_SYNC")),
             vercel=_get(source, "VERCEL") == "1",
             timezone=_get(source, "BGJOBS_TIMEZONE"),
-            lock_dir=_get(source, "BGJOBS_LOCK_DIR"),
+            state_dir=_state_dir(source),
             max_workers=_max_workers(source),
             shutdown_timeout=_shutdown_timeout(source),
             secret=_get(source, "BGJOBS_SECRET", "CRON_SECRET"),
@@ -267,6 +316,18 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (field names as above)."""
         return replace(self, **changes)
+
+    @property
+    def lock_dir(self) -> Optional[str]:
+        """The state directory in use, or ``None`` when off or unset."""
+        return self.state_dir or None
+
+    def with_default_state_dir(self, app: Optional[str] = None) -> Settings:
+        """These settings, with :func:`default_state_dir` when no state directory is set
+        (an explicit ``""`` stays off)."""
+        if self.state_dir is not None:
+            return self
+        return self.replace(state_dir=default_state_dir(app))
 
     @property
     def mode(self) -> SchedulingMode:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
+import traceback
+import uuid
 import weakref
+from dataclasses import dataclass
 from datetime import datetime
 from typing import (
     Any,
@@ -46,22 +50,72 @@ from .schedules import (
     resolve_timezone,
     utc_datetime,
 )
+from .store import JobRecord, MemoryStore, StateStore, open_store
 from .types import (
     BackgroundJobManager,
     Interval,
     JobFunc,
     JobMetrics,
+    JobRun,
     JobStatus,
     JobStatusType,
+    RunTrigger,
     TimezoneArg,
 )
 
-__all__ = ["DispatchOutcome", "Job", "BaseJobManager", "RunContext", "call_job"]
+__all__ = [
+    "BaseJobManager",
+    "DispatchOutcome",
+    "DispatchResult",
+    "Job",
+    "RunContext",
+    "call_job",
+]
 
 logger = logging.getLogger(__name__)
 
-DispatchOutcome = Literal["ran", "busy", "stopped", "not_found"]
-"""What a dispatch did: ran the job, found it running, found it stopped, or no such job."""
+DispatchOutcome = Literal["ran", "busy", "stopped", "paused", "not_found", "accepted", "duplicate"]
+"""What a dispatch did: ran the job; found it running, stopped here, or paused; found no
+such job; started it off the caller's thread (``accepted``); or found its idempotency key
+used before (``duplicate``: the earlier run answers)."""
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """The answer to :meth:`BaseJobManager.dispatch`."""
+
+    outcome: DispatchOutcome
+    status: Optional[JobStatus]
+    """The job's status afterwards; ``None`` if there is no such job."""
+    run: Optional[JobRun] = None
+    """This run (still ``running`` when ``accepted``); for ``duplicate``, the run recorded
+    earlier under the key."""
+
+
+_HOST: List[str] = []
+
+
+def _host_name() -> str:
+    """This machine's name, for run records (looked up once)."""
+    if not _HOST:
+        import socket
+
+        _HOST.append(socket.gethostname())
+    return _HOST[0]
+
+
+def _pid_alive(host: str, pid: int) -> bool:
+    """Whether a run's process may still be running (another host's: assumed so)."""
+    if host != _host_name() or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
 
 RunContext = Callable[[], ContextManager[Any]]
 """A factory for a context every run happens inside, e.g. Flask's ``app.app_context``."""
@@ -298,9 +352,18 @@ class BaseJobManager(BackgroundJobManager):
         clock: Optional[Clock] = None,
         settings: Optional[Settings] = None,
         env: Optional[Mapping[str, Any]] = None,
+        store: Optional[StateStore] = None,
     ) -> None:
         self._clock: Clock = clock or SystemClock()
         self.settings = Settings.coerce(settings, env)
+        # Run history, idempotency keys and pause flags of this process; the fallback
+        # whenever the shared store is degraded, so nothing is lost.
+        self._memory = MemoryStore(clock=self._clock)
+        #: The host's store (state.db in the state directory), or None: memory only.
+        self.store: Optional[StateStore] = store
+        if store is None and self.settings.lock_dir:
+            self.store = _open_state_store(self.settings.lock_dir)
+        self._reaped_at = -1e9  # monotonic time of the last look for abandoned runs
         # Guards _jobs (id -> Job, in scheduling order) and _closed. Never held across a
         # job call.
         self._jobs_lock = threading.RLock()
@@ -330,6 +393,9 @@ class BaseJobManager(BackgroundJobManager):
         continuing = set(self._running.values())
         for job in self._jobs.values():
             job._after_fork(running_here=job.id in continuing)
+        self._memory.reinit_after_fork()
+        if self.store is not None:
+            self.store.reinit_after_fork()
 
     def _after_fork_in_parent(self) -> None:
         """In the process that just forked (on a thread of its own, never the forking
@@ -354,7 +420,10 @@ class BaseJobManager(BackgroundJobManager):
         """Release what :meth:`_try_claim` took."""
 
     def _release(self) -> None:
-        """Release threads, files and connections for good (:meth:`close`, once)."""
+        """Release threads, files and connections for good (:meth:`close`, once).
+        Subclasses extend this, calling ``super()`` last."""
+        if self.store is not None:
+            self.store.close()
 
     # -- configuration ----------------------------------------------------------------
 
@@ -523,43 +592,116 @@ class BaseJobManager(BackgroundJobManager):
 
     # -- running --------------------------------------------------------------------------
 
-    def run(self, job: Job) -> bool:
+    def run(self, job: Job, *, trigger: RunTrigger = "manual") -> bool:
         """Run ``job`` once in the calling thread unless it is already running.
 
         Returns ``False`` (and counts a skip) when the job is busy; otherwise runs it,
         records the outcome and returns ``True``. A job's exception is logged at ERROR
         with its traceback and never propagates.
         """
-        return self._run(job, scheduled=False)
+        return self._run(job, trigger=trigger)[0] == "ran"
 
-    def run_scheduled(self, job: Job) -> bool:
-        """Like :meth:`run`, for a run the schedule started (a timer tick).
+    def run_scheduled(self, job: Job, scheduled_for: Optional[datetime] = None) -> bool:
+        """Like :meth:`run`, for a run the schedule started (a timer tick) for its due time
+        ``scheduled_for``.
 
-        The run does not start (``False``, not counted as a skip) if the job was stopped
-        or replaced; that check and the switch to ``running`` happen under the job's
-        lock, so once :meth:`stop_job` has returned no scheduled run of the job can begin.
+        The run does not start (``False``, not counted as a skip) if the job was stopped or
+        replaced — that check and the switch to ``running`` happen under the job's lock,
+        so once :meth:`stop_job` has returned no scheduled run of the job can begin — nor
+        while it is paused, nor when another process sharing the state store has already
+        claimed this due time (each fire runs once on the host, by construction).
         """
-        return self._run(job, scheduled=True)
+        if self._is_paused(job.id):
+            logger.debug("job %r is paused: its fire at %s does not run", job.id, scheduled_for)
+            return False
+        store = self.store
+        if (
+            store is not None
+            and scheduled_for is not None
+            and not store.claim_fire(job.id, scheduled_for)
+        ):
+            logger.info(
+                "job %r: its fire at %s was already run by another process",
+                job.id,
+                scheduled_for.isoformat(),
+            )
+            return False
+        return (
+            self._run(job, scheduled=True, trigger="schedule", scheduled_for=scheduled_for)[0]
+            == "ran"
+        )
 
-    def _run(self, job: Job, *, scheduled: bool) -> bool:
+    def _run(
+        self,
+        job: Job,
+        *,
+        trigger: RunTrigger,
+        scheduled: bool = False,
+        scheduled_for: Optional[datetime] = None,
+        run_key: Optional[str] = None,
+        background: bool = False,
+    ) -> Tuple[str, Optional[JobRun]]:
+        """Claim and run ``job``: ``("ran", run)``, ``("busy", None)``, ``("duplicate",
+        earlier run)``, ``("accepted", run)`` (``background``: running on a thread of its
+        own) or ``("refused", None)`` (a scheduled run of a stopped job)."""
         if not job.run_lock.acquire(blocking=False):
             self.record_skips(job)
-            return False
+            return "busy", None
+        handed_over = False
         try:
             if not self._try_claim(job):
                 self.record_skips(job)
-                return False
+                return "busy", None
             try:
-                return self._run_claimed(job, scheduled=scheduled)
+                run_id = uuid.uuid4().hex
+                if run_key is not None:
+                    owner = self._claim_key(run_key, run_id)
+                    if owner is not None:
+                        return "duplicate", self.get_run(owner) or JobRun(
+                            owner, job.id, trigger, utc_datetime(self._clock.time())
+                        )
+                if not background:
+                    return self._execute(job, run_id, trigger, scheduled, scheduled_for)
+                started = self._start_in_background(job, run_id, trigger)
+                handed_over = True  # the run's thread releases the claims
+                return ("accepted", started) if started is not None else ("refused", None)
             finally:
-                self._release_claim(job)
+                if not handed_over:
+                    self._release_claim(job)
         finally:
-            job.run_lock.release()
+            if not handed_over:
+                job.run_lock.release()
+
+    def _start_in_background(self, job: Job, run_id: str, trigger: RunTrigger) -> Optional[JobRun]:
+        """Run ``job`` (claimed) on a thread of its own; its started record once begun."""
+        began = threading.Event()
+        started: List[JobRun] = []
+
+        def work() -> None:
+            try:
+                self._execute(job, run_id, trigger, False, None, began=started.append)
+            except BaseException:  # SystemExit in a job: recorded; the thread just ends
+                pass
+            finally:
+                began.set()
+                try:
+                    self._release_claim(job)
+                finally:
+                    job.run_lock.release()
+
+        thread = threading.Thread(target=work, name=f"bgjobs-{job.id}", daemon=True)
+        thread.start()
+        while not started and thread.is_alive():
+            began.wait(0.05)
+        return started[0] if started else None
 
     def record_skips(self, job: Job, count: int = 1, reason: Optional[str] = None) -> None:
         """Count ``count`` run attempts of ``job`` that did not happen, and say why."""
         job.count_skips(count)
         self._metrics.record_skip(count)
+        self._memory.record_skips(job.id, count)
+        if self.store is not None:
+            self.store.record_skips(job.id, count)
         if reason is None:
             logger.info(
                 "job %r is still running, so this run was skipped (bgjobs never runs a job "
@@ -567,9 +709,19 @@ class BaseJobManager(BackgroundJobManager):
                 job.id,
             )
         else:
-            logger.warning("job %r: skipped %d run(s): %s", job.id, count, reason)
+            logger.info("job %r: skipped %d run(s): %s", job.id, count, reason)
 
-    def _run_claimed(self, job: Job, *, scheduled: bool = False) -> bool:
+    def _execute(
+        self,
+        job: Job,
+        run_id: str,
+        trigger: RunTrigger,
+        scheduled: bool,
+        scheduled_for: Optional[datetime],
+        *,
+        began: Optional[Callable[[JobRun], None]] = None,
+    ) -> Tuple[str, Optional[JobRun]]:
+        """Run a claimed job in the calling thread and record it everywhere."""
         me = threading.get_ident()
         # Registered before the stopped check, so stop_all_jobs(wait=True) either
         # prevents this run or waits for it.
@@ -578,10 +730,26 @@ class BaseJobManager(BackgroundJobManager):
             outer = self._running.get(me)
             self._running[me] = job.id
         started = self._clock.monotonic()
-        if not job._begin_run(utc_datetime(self._clock.time()), scheduled=scheduled):
+        now = utc_datetime(self._clock.time())
+        if not job._begin_run(now, scheduled=scheduled):
             self._unregister_run(me, outer)
-            return False
+            return "refused", None
+        run = JobRun(
+            run_id=run_id,
+            job_id=job.id,
+            trigger=trigger,
+            started=now,
+            scheduled_for=scheduled_for,
+            pid=os.getpid(),
+            host=_host_name(),
+        )
+        self._memory.start_run(run)
+        if self.store is not None:
+            self.store.start_run(run)
+        if began is not None:
+            began(run)
         error: Optional[str] = None
+        trace: Optional[str] = None
         try:
             logger.debug("job %r (%s) started", job.id, job.name)
             if self._run_context is None:
@@ -591,6 +759,7 @@ class BaseJobManager(BackgroundJobManager):
                     call_job(job.func)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            trace = traceback.format_exc()
             logger.error(
                 "job %r (%s) failed after %.3fs: %s",
                 job.id,
@@ -601,15 +770,27 @@ class BaseJobManager(BackgroundJobManager):
             )
         except BaseException as exc:  # SystemExit/KeyboardInterrupt: record, then let go
             error = f"{type(exc).__name__}: {exc}"
+            trace = traceback.format_exc()
             raise
         finally:
             duration = self._clock.monotonic() - started
             job._end_run(duration, error)
             self._metrics.record_run(duration, succeeded=error is None)
+            run = dataclasses.replace(
+                run,
+                finished=utc_datetime(self._clock.time()),
+                duration=duration,
+                outcome="completed" if error is None else "failed",
+                error=error,
+                traceback=trace,
+            )
+            self._memory.finish_run(run)
+            if self.store is not None:
+                self.store.finish_run(run)
             if error is None:
                 logger.debug("job %r completed in %.3fs", job.id, duration)
             self._unregister_run(me, outer)
-        return True
+        return "ran", run
 
     def _unregister_run(self, me: int, outer: Optional[str]) -> None:
         with self._idle:
@@ -619,26 +800,104 @@ class BaseJobManager(BackgroundJobManager):
                 self._running[me] = outer
             self._idle.notify_all()
 
-    def trigger_job(self, id: str) -> bool:
+    def _claim_key(self, key: str, run_id: str) -> Optional[str]:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"run_key must be a non-empty string, got {key!r}")
+        store = self._reading_store()
+        return store.claim_key(key, run_id)
+
+    def trigger_job(self, id: str, *, run_key: Optional[str] = None) -> bool:
+        """See :meth:`BackgroundJobManager.trigger_job`. With ``run_key``, the job runs at
+        most once per key across every process sharing the state store (kept 24 h): a
+        repeated key returns ``True`` without running it again."""
         job = self._job(id)
         if job is None:
             raise JobNotFoundError(id)
-        return self.run(job)
+        outcome, _ = self._run(job, trigger="manual", run_key=run_key)
+        return outcome in ("ran", "duplicate")
 
-    def dispatch(self, id: str) -> Tuple[DispatchOutcome, Optional[JobStatus]]:
-        """Run a job for a remote scheduler (HTTP dispatch, ``bgjobs exec``).
+    def dispatch(
+        self,
+        id: str,
+        *,
+        run_key: Optional[str] = None,
+        trigger: RunTrigger = "http",
+        background: bool = False,
+    ) -> DispatchResult:
+        """Run a job for a remote scheduler (HTTP dispatch, ``bgjobs exec``, Trigger.dev).
 
-        Unlike :meth:`trigger_job`, a job stopped in this process is not run.
-        Returns the outcome and the job's status afterwards (``None`` if not found).
+        Unlike :meth:`trigger_job`, a job stopped in this process, or paused, is not run.
+        ``run_key`` (HTTP ``Idempotency-Key``) runs the job at most once per key: a repeat
+        answers the run recorded the first time. ``background`` starts the run on a thread
+        of its own and returns at once (``accepted``, with the run as it began).
         """
         job = self._job(id)
         if job is None:
-            return "not_found", None
+            return DispatchResult("not_found", None)
         if job.stopped:
-            return "stopped", job.snapshot()
-        ran = self.run(job)
+            return DispatchResult("stopped", self._status(job))
+        if self._is_paused(id):
+            return DispatchResult("paused", self._status(job))
+        outcome, run = self._run(job, trigger=trigger, run_key=run_key, background=background)
         self._refresh(job)
-        return ("ran" if ran else "busy"), job.snapshot()
+        result: DispatchOutcome = "busy" if outcome in ("busy", "refused") else outcome  # type: ignore[assignment]
+        return DispatchResult(result, self._status(job), run)
+
+    # -- history and pausing ----------------------------------------------------------------
+
+    def _reading_store(self) -> StateStore:
+        """The host's store while it is healthy, else this process's memory."""
+        store = self.store
+        if store is not None and store.degraded is None:
+            return store
+        return self._memory
+
+    def get_run(self, run_id: str) -> Optional[JobRun]:
+        """One run by id (from any process sharing the store), or ``None``."""
+        return self._reading_store().get_run(run_id) or self._memory.get_run(run_id)
+
+    def get_job_runs(self, id: str, limit: int = 20) -> List[JobRun]:
+        if self._job(id) is None:
+            raise JobNotFoundError(id)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+        return self._reading_store().job_runs(id, limit)
+
+    def pause_job(self, id: str) -> None:
+        if self._job(id) is None:
+            raise JobNotFoundError(id)
+        self._memory.set_paused(id, True)
+        if self.store is not None:
+            self.store.set_paused(id, True)
+        logger.info("job %r paused", id)
+
+    def resume_job(self, id: str) -> None:
+        if self._job(id) is None:
+            raise JobNotFoundError(id)
+        self._memory.set_paused(id, False)
+        if self.store is not None:
+            self.store.set_paused(id, False)
+        logger.info("job %r resumed", id)
+
+    def _is_paused(self, job_id: str) -> bool:
+        record = self._reading_store().job(job_id)
+        return record is not None and record.paused
+
+    def _housekeeping(self) -> None:
+        """Mark runs whose process died ``abandoned`` (at most every few seconds)."""
+        store = self.store
+        now = time.monotonic()
+        if store is None or now - self._reaped_at < _REAP_INTERVAL:
+            return
+        self._reaped_at = now
+        for run in store.abandon_dead_runs(_pid_alive):
+            logger.warning(
+                "job %r: run %s in process %d on %s was abandoned: that process died while it ran",
+                run.job_id,
+                run.run_id,
+                run.pid,
+                run.host,
+            )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -662,26 +921,86 @@ class BaseJobManager(BackgroundJobManager):
             return
         job.set_next_run(upcoming, expected=current)
 
+    def _status(self, job: Job, records: Optional[Mapping[str, JobRecord]] = None) -> JobStatus:
+        """The job's status: this process's view, with the host's counters, last runs and
+        pause flag from the store when it has them."""
+        local = job.snapshot()
+        store = self._reading_store()
+        record = records.get(job.id) if records is not None else store.job(job.id)
+        if record is None:
+            return local
+        shared = store is not self._memory
+        status = local.status
+        if status not in ("stopped", "running"):
+            if record.paused:
+                status = "paused"
+            elif shared and record.running_pid is not None:
+                status = "running"
+            elif shared and record.last_outcome is not None:
+                status = "completed" if record.last_outcome == "completed" else "failed"
+        if not shared:
+            return dataclasses.replace(local, status=status)
+        return dataclasses.replace(
+            local,
+            status=status,
+            last_run=record.last_run or local.last_run,
+            duration=record.last_duration if record.last_duration is not None else local.duration,
+            error=record.last_error if status == "failed" else None,
+            runs=record.runs,
+            failures=record.failures,
+            skips=record.skips,
+            last_success=record.last_success,
+            last_failure=record.last_failure,
+            last_error=record.last_error,
+            running_pid=record.running_pid,
+        )
+
     def get_job_status(self, id: str) -> Optional[JobStatus]:
         job = self._job(id)
         if job is None:
             return None
         self._refresh(job)
-        return job.snapshot()
+        self._housekeeping()
+        return self._status(job)
 
     def get_all_job_statuses(self) -> List[JobStatus]:
         jobs = self._all_jobs()
         for job in jobs:
             self._refresh(job)
-        return [job.snapshot() for job in jobs]
+        self._housekeeping()
+        records = self._reading_store().jobs()
+        return [self._status(job, records) for job in jobs]
 
     def get_job_metrics(self) -> JobMetrics:
-        return self._metrics.snapshot()
+        local = self._metrics.snapshot()
+        store = self._reading_store()
+        if store is self._memory:
+            return local
+        runs, failures, skips, total = store.totals()
+        return JobMetrics(
+            total_executions=runs,
+            successful_jobs=runs - failures,
+            failed_jobs=failures,
+            average_job_duration=total / runs if runs else 0.0,
+            last_cleanup=local.last_cleanup,
+            skipped_executions=skips,
+        )
 
     def __repr__(self) -> str:
         with self._jobs_lock:
             count = len(self._jobs)
         return f"<{type(self).__name__} jobs={count}>"
+
+
+_REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
+
+
+def _open_state_store(path: str) -> StateStore:
+    """The store in the state directory ``path``, after the directory's safety checks."""
+    from ._local.hostlock import LockDirectory  # the same rules as the lock files'
+
+    LockDirectory(path)  # raises UnsafeLockDirError for a directory others could touch
+    return open_store(path)
 
 
 # -- process-wide hooks: the live managers, exit and fork -------------------------------

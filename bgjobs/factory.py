@@ -23,20 +23,27 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Guards _manager: the one documented piece of global mutable state.
+# Guards _manager and _app_hint: the one documented piece of global mutable state.
 _manager_lock = threading.Lock()
 _manager: Optional[BackgroundJobManager] = None
+# While the singleton is made for initialize_background_jobs: its registry's file, which
+# names the app's default state directory (create_job_manager is called without it, so
+# that it can be replaced by a plain function).
+_app_hint: Optional[str] = None
 
 
 def create_job_manager(
-    env: Optional[Env] = None, *, settings: Optional[Settings] = None
+    env: Optional[Env] = None, *, settings: Optional[Settings] = None, app: Optional[str] = None
 ) -> BackgroundJobManager:
     """A new manager for the mode :func:`~bgjobs.config.get_scheduling_mode` picks.
 
     disabled → :class:`~bgjobs.noop.NoOpJobManager`, local →
     :class:`~bgjobs.local.LocalJobManager`, vercel → :class:`~bgjobs.vercel.VercelJobManager`,
     trigger-dev → :class:`~bgjobs.triggerdev.TriggerDevJobManager`. Settings are read from
-    ``env`` (default ``os.environ``) once, unless ``settings`` is given.
+    ``env`` (default ``os.environ``) once, unless ``settings`` is given. A local manager
+    gets the default state directory unless ``BGJOBS_STATE_DIR`` says otherwise (``app``
+    names the app for it: see :func:`bgjobs.config.default_state_dir`), so every process
+    of the app shares one state store and each fire runs once.
     """
     settings = Settings.coerce(settings, env)
     mode = settings.mode
@@ -56,7 +63,9 @@ def create_job_manager(
     elif mode == "local":
         from .local import LocalJobManager
 
-        manager = LocalJobManager(settings=settings)
+        manager = LocalJobManager(
+            settings=settings.with_default_state_dir(app if app is not None else _app_hint)
+        )
     elif mode == "vercel":
         from .vercel import VercelJobManager
 
@@ -73,13 +82,21 @@ def get_job_manager() -> BackgroundJobManager:
 
     Exactly one instance is created however many threads race for it.
     """
-    global _manager
+    return _singleton(None)
+
+
+def _singleton(app: Optional[str]) -> BackgroundJobManager:
+    global _manager, _app_hint
     manager = _manager
     if manager is not None:
         return manager
     with _manager_lock:
         if _manager is None:
-            _manager = create_job_manager()
+            _app_hint = app
+            try:
+                _manager = create_job_manager()
+            finally:
+                _app_hint = None
         return _manager
 
 
@@ -101,7 +118,8 @@ def initialize_background_jobs(
     Thread-safe and idempotent; if scheduling fails the call raises and a later call
     tries again. Returns the manager.
     """
-    target = manager if manager is not None else get_job_manager()
+    # A singleton made here is named for the registry's file, as `bgjobs exec` names it.
+    target = manager if manager is not None else _singleton(registry.source_file)
     if registry.apply_once(target):
         logger.info("bgjobs: scheduled %d job(s) on %r", len(registry), target)
     return target

@@ -33,9 +33,11 @@ default; after ``init_app`` the keys with a default hold their effective value. 
                          neither, only the development app environment is served
 ``BGJOBS_MODE``          ``local``/``trigger-dev``/``vercel``/``disabled``; default ``None``:
                          chosen by :func:`bgjobs.config.get_scheduling_mode`
-``BGJOBS_LOCK_DIR``      local mode: one process per host runs the jobs (see API.md, "Many
-                         processes on one host"); default ``<app.instance_path>/bgjobs``;
-                         ``None``/``""``/``False`` in ``app.config``: every process runs them
+``BGJOBS_STATE_DIR``     local mode: the state directory, so one process per host runs each
+                         fire and every process shows the same statuses and history (see
+                         the README, "gunicorn"); default ``<app.instance_path>/bgjobs``;
+                         ``None``/``""``/``False`` in ``app.config``: every process runs
+                         them, in memory. ``BGJOBS_LOCK_DIR`` is its older name
 ``BGJOBS_AUTOSTART``     schedule the registry's jobs in ``init_app``; default ``True``;
                          when false, call :meth:`BGJobs.start` yourself
 =======================  =====================================================================
@@ -77,7 +79,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from flask import Blueprint, Flask, current_app, has_app_context, request
 from flask import Response as FlaskResponse
@@ -113,6 +115,20 @@ def _flag(value: object, default: bool) -> bool:
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     return is_truthy(value)
+
+
+_MISSING = object()
+
+
+def _state_dir(config: Mapping[str, Any], environ: Mapping[str, str], default: str) -> Any:
+    """``BGJOBS_STATE_DIR`` (else ``BGJOBS_LOCK_DIR``) from ``app.config``, else from the
+    environment, else ``default``; a falsy value in either turns it off."""
+    for source in (config, environ):
+        for name in ("BGJOBS_STATE_DIR", "BGJOBS_LOCK_DIR"):
+            value = source.get(name, _MISSING)
+            if value is not _MISSING:
+                return value if value and str(value).strip() else None
+    return default
 
 
 class BGJobsState:
@@ -216,20 +232,23 @@ class BGJobs:
         config.setdefault("BGJOBS_URL_PREFIX", environ.get("BGJOBS_URL_PREFIX") or DEFAULT_PREFIX)
         config.setdefault("BGJOBS_SECRET", None)
         config.setdefault("BGJOBS_MODE", None)
-        config.setdefault(
-            "BGJOBS_LOCK_DIR",
-            environ.get("BGJOBS_LOCK_DIR") or os.path.join(app.instance_path, "bgjobs"),
-        )
+        explicit_state_dir = bool(_state_dir(config, environ, ""))
+        state_dir = _state_dir(config, environ, os.path.join(app.instance_path, "bgjobs"))
         config.setdefault("BGJOBS_AUTOSTART", _flag(environ.get("BGJOBS_AUTOSTART"), True))
 
         env: Dict[str, Any] = dict(environ)
         env.update((k, v) for k, v in config.items() if v is not None and _is_setting(k))
-        if config["BGJOBS_LOCK_DIR"]:
-            env["BGJOBS_LOCK_DIR"] = os.fspath(config["BGJOBS_LOCK_DIR"])
-        else:  # turned off here: the environment's value must not apply either
-            env.pop("BGJOBS_LOCK_DIR", None)
+        env.pop("BGJOBS_LOCK_DIR", None)
+        # "" is off: neither the environment's value nor the default applies then.
+        env["BGJOBS_STATE_DIR"] = os.fspath(state_dir) if state_dir else ""
 
         settings = Settings.from_env(env)
+        if settings.mode != "local" and not explicit_state_dir:
+            # The instance folder is the default for the local runtime only: a Vercel
+            # function's is read-only, and a remote runtime gets a store when asked for one.
+            settings = settings.replace(state_dir="")
+        config.setdefault("BGJOBS_STATE_DIR", settings.lock_dir)
+        config.setdefault("BGJOBS_LOCK_DIR", settings.lock_dir)  # the older name, the same
         manager = create_job_manager(settings=settings)
         if isinstance(manager, BaseJobManager):
             # The real app object, not current_app: timer threads have no context to proxy.

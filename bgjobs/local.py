@@ -13,9 +13,18 @@ threads.
 
 Many processes on one host
 --------------------------
-Without a lock directory every process runs its own schedules: under gunicorn with four
-workers, every job runs four times. With one (``lock_dir=`` or ``BGJOBS_LOCK_DIR``), the
-processes sharing it run each scheduled fire once between them:
+Without a state directory every process runs its own schedules: under gunicorn with four
+workers, every job runs four times. With one (``state_dir=``, ``BGJOBS_STATE_DIR``; the older
+names ``lock_dir=``/``BGJOBS_LOCK_DIR`` too) the processes sharing it run each scheduled fire
+once between them, and show the same statuses, history and pause flags: the directory holds
+the lock files below and ``state.db``, the state store (:mod:`bgjobs.store`). Where an app
+is wired — the factory, the Flask extension, the command line — a per-user, per-app state
+directory is used by default (:func:`bgjobs.config.default_state_dir`); a bare
+``LocalJobManager()`` stays in memory, so scripts and tests never share state by accident.
+
+* **Each fire once, by construction.** Before a scheduled run starts, its (job id, due
+  time) is written to the store under a unique constraint: one process wins, on the whole
+  host. The leadership below makes that the rare case, not the common one.
 
 * **Who runs a schedule.** Each job's schedule belongs to one process at a time, its
   *leader*, which holds a kernel lock on ``schedule-<job id>.lock`` and records there its
@@ -83,10 +92,11 @@ class LocalJobManager(BaseJobManager):
 
     ``clock`` replaces the time source used for due times (tests); ``settings`` (default:
     read from ``env``, default ``os.environ``) gives ``BGJOBS_TIMEZONE``,
-    ``BGJOBS_LOCK_DIR``, ``BGJOBS_MAX_WORKERS`` and ``BGJOBS_SHUTDOWN_TIMEOUT``.
-    ``lock_dir`` (default ``BGJOBS_LOCK_DIR``; ``None`` and unset mean no coordination)
-    makes all processes sharing the directory run each scheduled
-    fire once between them — see the module documentation. ``max_workers`` (default
+    ``BGJOBS_STATE_DIR``, ``BGJOBS_MAX_WORKERS`` and ``BGJOBS_SHUTDOWN_TIMEOUT``.
+    ``state_dir`` (or its older name ``lock_dir``; default ``BGJOBS_STATE_DIR``; ``None``,
+    unset and ``""`` mean none: this process alone, in memory) makes all processes sharing
+    the directory run each scheduled fire once between them and share one state store —
+    see the module documentation. ``max_workers`` (default
     ``BGJOBS_MAX_WORKERS``, else 10, like APScheduler) bounds how many scheduled runs
     happen at once; a fire that finds every worker busy waits for one (a slow job never
     delays the timers). Raises
@@ -100,17 +110,20 @@ class LocalJobManager(BaseJobManager):
         env: Optional[Mapping[str, Any]] = None,
         settings: Optional[Settings] = None,
         lock_dir: Union[str, os.PathLike[str], None] = None,
+        state_dir: Union[str, os.PathLike[str], None] = None,
         max_workers: Optional[int] = None,
     ) -> None:
-        super().__init__(clock=clock, settings=settings, env=env)
+        settings = Settings.coerce(settings, env)
         if max_workers is not None:
             _check_max_workers(max_workers)
-            self.settings = self.settings.replace(max_workers=max_workers)
-        if lock_dir is not None:
-            self.settings = self.settings.replace(lock_dir=os.fspath(lock_dir))
+            settings = settings.replace(max_workers=max_workers)
+        chosen = state_dir if state_dir is not None else lock_dir
+        if chosen is not None:
+            settings = settings.replace(state_dir=os.fspath(chosen))
+        path = settings.lock_dir
+        host = LockDirectory(path) if path else None  # checked before the store opens
+        super().__init__(clock=clock, settings=settings)
         self._timers = TimerQueue(self._clock, max_workers=self.settings.max_workers)
-        path = self.settings.lock_dir
-        host = LockDirectory(path) if path else None
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
         self._armed_lock = threading.Lock()
         self._armed: Dict[Job, TimerHandle] = {}
@@ -122,7 +135,12 @@ class LocalJobManager(BaseJobManager):
 
     @property
     def lock_dir(self) -> Optional[str]:
-        """The lock directory in use, or ``None`` (every process runs its own schedules)."""
+        """The state directory in use, or ``None`` (every process runs its own schedules)."""
+        return self._coordinator.lock_dir
+
+    @property
+    def state_dir(self) -> Optional[str]:
+        """The state directory in use (lock files and ``state.db``), or ``None``."""
         return self._coordinator.lock_dir
 
     # -- timers -------------------------------------------------------------------------
@@ -188,8 +206,11 @@ class LocalJobManager(BaseJobManager):
             return  # stopped, or another process leads the job now
         missed, reason = fire
         self._skip_missed(job, missed, reason)
+        # The due time on the wall clock, to the millisecond: every process computes the
+        # same key for one fire (an interval's monotonic due time converts with jitter).
+        scheduled_for = utc_datetime(round(self._to_wall(job, due), 3))
         try:
-            self.run_scheduled(job)
+            self.run_scheduled(job, scheduled_for)
         except Exception:  # a lock-file problem (job errors are handled by the core)
             logger.error("job %r: scheduled run failed to start", job.id, exc_info=True)
 

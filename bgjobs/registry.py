@@ -19,6 +19,7 @@ here. Declarations are validated immediately, so a typo fails at import, not at 
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -85,10 +86,23 @@ class JobDefinition:
             )
 
 
+def _caller_file() -> Optional[str]:
+    import sys
+
+    try:
+        name = sys._getframe(2).f_globals.get("__file__")
+    except ValueError:  # no such frame
+        return None
+    return os.path.abspath(name) if isinstance(name, str) else None
+
+
 class JobRegistry:
     """An ordered, thread-safe collection of :class:`JobDefinition`, filled by decorators."""
 
     def __init__(self) -> None:
+        #: The file that created this registry (absolute), or ``None``: what names the app
+        #: for its default state directory (:func:`bgjobs.config.default_state_dir`).
+        self.source_file: Optional[str] = _caller_file()
         # Guards _jobs; also serialises initialize_background_jobs for this registry.
         self._lock = threading.RLock()
         self._jobs: Dict[str, JobDefinition] = {}

@@ -117,11 +117,6 @@ class VercelJobManager(BaseJobManager):
         if cron is not None:
             self._roll_next_run(job, cron, fill_unknown=True)
 
-    def run(self, job: Job) -> bool:
-        ran = super().run(job)
-        self._refresh(job)
-        return ran
-
 
 def vercel_crons(
     registry: JobRegistry,

@@ -63,13 +63,12 @@ from ._web.page import PAGE_REFRESH_SECONDS as PAGE_REFRESH_SECONDS  # re-export
 from ._web.page import render_status_page
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import JobNotFoundError
-from .execution import BaseJobManager
+from .execution import BaseJobManager, DispatchResult
 from .types import BackgroundJobManager, JobStatus
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from .execution import DispatchOutcome
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -152,10 +151,8 @@ def _error(
     return _json(status, payload, extra)
 
 
-def dispatch(
-    manager: BackgroundJobManager, job_id: str
-) -> Tuple[DispatchOutcome, Optional[JobStatus]]:
-    """Run ``job_id`` for a remote scheduler: ``(outcome, status afterwards)``.
+def dispatch(manager: BackgroundJobManager, job_id: str) -> DispatchResult:
+    """Run ``job_id`` for a remote scheduler: the outcome, and the status afterwards.
 
     Uses :meth:`BaseJobManager.dispatch` for every manager built on the execution core;
     for any other :class:`BackgroundJobManager` — e.g. the no-op one — falls back to
@@ -166,14 +163,14 @@ def dispatch(
         return manager.dispatch(job_id)
     status = manager.get_job_status(job_id)
     if status is None:
-        return "not_found", None
+        return DispatchResult("not_found", None)
     if status.status == "stopped":
-        return "stopped", status
+        return DispatchResult("stopped", status)
     try:
         ran = manager.trigger_job(job_id)
     except JobNotFoundError:  # removed between the two calls
-        return "not_found", None
-    return ("ran" if ran else "busy"), manager.get_job_status(job_id) or status
+        return DispatchResult("not_found", None)
+    return DispatchResult("ran" if ran else "busy", manager.get_job_status(job_id) or status)
 
 
 def _digest(value: bytes) -> bytes:
@@ -328,7 +325,8 @@ class Endpoints:
         )
 
     def _dispatch(self, job_id: str) -> Response:
-        outcome, status = dispatch(self.manager, job_id)
+        result = dispatch(self.manager, job_id)
+        outcome, status = result.outcome, result.status
         logger.info("bgjobs dispatch of job %r: %s", job_id, outcome)
         if outcome == "not_found" or status is None:
             return _error(404, f"no job with id {job_id!r} is scheduled on this manager")

@@ -25,6 +25,15 @@ def manager() -> Iterator[LocalJobManager]:
 
 
 @pytest.fixture(autouse=True)
+def _private_state_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test gets its own default state directories (``$XDG_STATE_HOME/bgjobs/...``),
+    inherited by the processes it starts: no test ever sees another test's state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+
+
+@pytest.fixture(autouse=True)
 def _reset_singleton() -> Iterator[None]:
     yield
     from bgjobs.factory import reset_job_manager

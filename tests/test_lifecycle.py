@@ -56,7 +56,7 @@ def test_settings_read_every_key_once() -> None:
     assert settings.app_environment == "production"
     assert settings.vercel and not settings.disable_auto_sync
     assert settings.timezone == "Europe/Paris"
-    assert settings.lock_dir == "/run/myapp/bgjobs"
+    assert settings.lock_dir == settings.state_dir == "/run/myapp/bgjobs"
     assert settings.max_workers == 4 and settings.shutdown_timeout == 2.5
     assert settings.secret == "vercel-secret"  # CRON_SECRET when BGJOBS_SECRET is unset
     assert settings.url_prefix == "/internal/cron"
@@ -76,8 +76,11 @@ def test_settings_defaults_from_an_empty_mapping() -> None:
 
 
 def test_blank_values_count_as_unset_everywhere() -> None:
-    blank = {key: "   " for key in EVERY_KEY}
+    blank = {key: "   " for key in EVERY_KEY if key != "BGJOBS_LOCK_DIR"}
     assert Settings.from_env(blank) == Settings()
+    # The state directory is the exception: set but empty means off, not unset.
+    assert Settings.from_env({"BGJOBS_STATE_DIR": " "}).state_dir == ""
+    assert Settings.from_env({"BGJOBS_LOCK_DIR": ""}).lock_dir is None
     assert Settings.from_env({"BGJOBS_SECRET": " ", "CRON_SECRET": "s"}).secret == "s"
 
 
@@ -102,7 +105,7 @@ def test_a_bad_number_names_its_key(key: str, value: str) -> None:
 
 def test_replace_changes_a_copy() -> None:
     settings = Settings.from_env({"BGJOBS_LOCK_DIR": "/a"})
-    assert settings.replace(lock_dir=None).lock_dir is None
+    assert settings.state_dir == "/a" and settings.replace(state_dir="").lock_dir is None
     assert settings.lock_dir == "/a"
 
 
@@ -110,7 +113,9 @@ def test_the_factory_hands_one_settings_object_to_the_manager() -> None:
     settings = Settings.from_env({"BGJOBS_TIMEZONE": "Asia/Kolkata", "BGJOBS_MAX_WORKERS": "3"})
     with create_job_manager(settings=settings) as manager:
         assert isinstance(manager, LocalJobManager)
-        assert manager.settings is settings
+        # The same settings, with the app's default state directory filled in.
+        assert manager.settings == settings.with_default_state_dir()
+        assert manager.settings.state_dir and manager.settings.max_workers == 3
         manager.schedule_cron_job("r", "R", lambda: None, "0 9 * * *")
         status = manager.get_job_status("r")
         assert status is not None and "Asia/Kolkata" in status.schedule

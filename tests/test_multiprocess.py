@@ -182,7 +182,9 @@ def test_one_manager_runs_the_schedule_the_other_stands_by(pair: List[LocalJobMa
     assert (
         status_b.runner == f"standby; another manager in this process (pid {os.getpid()}) runs it"
     )
-    assert status_b.status == "scheduled" and status_b.runs == 0
+    # The standby shows the host's truth from the shared state store, not its own zeros.
+    assert status_b.status == "completed" and status_b.runs >= 8
+    assert abs(status_b.runs - status_a.runs) <= 1 and status_b.last_run is not None
     assert status_b.next_run is not None  # the leader's next due time
 
 

@@ -629,7 +629,8 @@ def test_trigger_job_and_dispatch_run_through_the_execution_core_without_http(
 
     assert manager.trigger_job("count") is True
     assert manager.trigger_job("failing") is True
-    outcome, status = manager.dispatch("count")
+    result = manager.dispatch("count")
+    outcome, status = result.outcome, result.status
     assert outcome == "ran" and status is not None and status.status == "completed"
     assert calls == ["ran", "ran"]
     failed = manager.get_job_status("failing")
@@ -639,14 +640,14 @@ def test_trigger_job_and_dispatch_run_through_the_execution_core_without_http(
     runner.start()
     assert entered.wait(5)
     assert manager.trigger_job("slow") is False  # the overlap lock
-    assert manager.dispatch("slow")[0] == "busy"
+    assert manager.dispatch("slow").outcome == "busy"
     release.set()
     runner.join(5)
 
     manager.stop_job("count")
-    assert manager.dispatch("count")[0] == "stopped"
+    assert manager.dispatch("count").outcome == "stopped"
     assert manager.trigger_job("count") is True  # trigger_job still runs a stopped job
-    assert manager.dispatch("missing") == ("not_found", None)
+    assert manager.dispatch("missing").outcome == "not_found"
     with pytest.raises(JobNotFoundError, match="missing"):
         manager.trigger_job("missing")
 

@@ -191,7 +191,7 @@ def test_a_stopped_job_has_no_next_run_and_is_not_dispatched(
     vercel.stop_job("five")
     clock.advance(3600)
     assert vercel.get_job_status("five").next_run is None  # type: ignore[union-attr]
-    assert vercel.dispatch("five")[0] == "stopped"
+    assert vercel.dispatch("five").outcome == "stopped"
     assert calls == []
 
 

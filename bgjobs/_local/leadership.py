@@ -111,6 +111,8 @@ class ScheduleOwner(Protocol):
 
     def _skip_missed(self, job: Job, count: int, reason: str) -> None: ...
 
+    def _housekeeping(self) -> None: ...
+
 
 class Coordinator(ABC):
     """Decides whether this manager runs a job's fires; the manager arms and runs them.
@@ -533,6 +535,7 @@ def _election_loop(
             return
         try:
             elect()
+            owner._housekeeping()  # runs whose process died are marked abandoned
         except Exception:  # never die silently: the schedules would never be taken over
             logger.critical("bgjobs election round failed", exc_info=True)
         del owner
