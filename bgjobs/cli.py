@@ -8,6 +8,10 @@
     bgjobs exec myapp/app.py:create_app repository-sync   # ...inside a Flask app's context
     bgjobs sync myapp.jobs --prune                # register the schedules with Trigger.dev
     bgjobs vercel-json myapp.jobs:jobs            # the "crons" array for vercel.json
+    bgjobs status myapp.jobs                      # every job on this host: runs, errors, pid
+    bgjobs runs myapp.jobs repository-sync        # its last runs, newest first (--json)
+    bgjobs pause myapp.jobs repository-sync       # no runs on this host until resumed
+    bgjobs resume myapp.jobs repository-sync
 
 APP names a :class:`~bgjobs.registry.JobRegistry` or a Flask app with the bgjobs extension;
 :mod:`bgjobs._cli.apps` loads it and states the rules. The same commands exist as ``flask
@@ -50,6 +54,7 @@ from ._cli.console import (
     plural,
     span,
     summary,
+    table,
 )
 from .config import DEFAULT_PREFIX, Settings
 from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
@@ -288,19 +293,37 @@ def _exec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="JOB_ID", help="the id of the job to run")
 
 
-def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
-    job_id: str = args.job_id
+def _definition(target: LoadedApp, job_id: str) -> JobDefinition:
+    """APP's job ``job_id``; an unknown id is a usage error listing APP's jobs."""
     definition = target.registry.get(job_id)
     if definition is None:
         known = ", ".join(d.id for d in target.registry) or "none"
         raise UsageError(f"no job {job_id!r} in {target.spec} (its jobs: {known})")
-    # The local runtime with the job installed unscheduled: no timer, so it runs only
-    # through dispatch() — the path the HTTP endpoint and Trigger.dev take: overlap lock
-    # (host-wide with BGJOBS_LOCK_DIR, the lock a `bgjobs run` or a gunicorn worker takes),
-    # status, metrics, logging — and inside the Flask app's context when APP is one.
-    manager = LocalJobManager(settings=_local_settings(target))
+    return definition
+
+
+def _host_manager(target: LoadedApp, definitions: Sequence[JobDefinition]) -> LocalJobManager:
+    """The local runtime with APP's settings and ``definitions`` installed unscheduled.
+
+    No timer, so a job runs only through dispatch() — the path the HTTP endpoint and
+    Trigger.dev take: overlap lock (host-wide with a state directory, the lock a `bgjobs
+    run` or a gunicorn worker takes), status, metrics, logging, inside the Flask app's
+    context when APP is one — and with a state directory it reads and changes the state
+    every process of the host shares (statuses, run history, pause flags).
+    """
+    try:
+        manager = LocalJobManager(settings=_local_settings(target))
+    except (ValueError, BGJobsError) as exc:
+        raise UsageError(str(exc)) from None
     manager.set_run_context(target.run_context)
-    manager.add_job(definition, scheduled=False)
+    for definition in definitions:
+        manager.add_job(definition, scheduled=False)
+    return manager
+
+
+def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
+    job_id: str = args.job_id
+    manager = _host_manager(target, [_definition(target, job_id)])
     with log_to_stderr():
         result = manager.dispatch(job_id, trigger="cli")
     outcome, status = result.outcome, result.status
@@ -312,6 +335,125 @@ def _cmd_exec(target: LoadedApp, args: argparse.Namespace) -> int:
         print(f"{job_id}: failed after {status.duration:.3f}s: {status.error}")
         return EXIT_FAILED
     print(f"{job_id}: {status.status} in {status.duration:.3f}s")
+    return EXIT_OK
+
+
+# --- status, runs, pause, resume: the host's state -----------------------------------
+
+
+def _runs_limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 3 or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 100, got {text!r}")
+    return int(text)
+
+
+def _json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    _json_argument(parser)
+
+
+def _when(value: Optional[datetime]) -> str:
+    return iso(value) if value is not None else "-"
+
+
+def _clip(text: Optional[str], width: int = 60) -> str:
+    if not text:
+        return "-"
+    line = one_line(text)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _cmd_status(target: LoadedApp, args: argparse.Namespace) -> int:
+    with _host_manager(target, list(target.registry)) as manager:
+        statuses = manager.get_all_job_statuses()
+    if args.json:
+        print(json.dumps({"jobs": [s.to_dict() for s in statuses]}, indent=2))
+        return EXIT_OK
+    if not statuses:
+        print(f"{target.spec}: no jobs declared")
+        return EXIT_OK
+    headers = ["JOB", "STATUS", "RUNS", "FAILS", "SKIPS", "LAST RUN", "LAST SUCCESS"]
+    headers += ["NEXT RUN", "PID", "LAST ERROR"]
+    rows = [
+        (
+            s.id,
+            s.status,
+            str(s.runs),
+            str(s.failures),
+            str(s.skips),
+            _when(s.last_run),
+            _when(s.last_success),
+            _when(s.next_run),
+            str(s.running_pid) if s.running_pid is not None else "-",
+            _clip(s.last_error or s.error),
+        )
+        for s in statuses
+    ]
+    for line in table(headers, rows, right=(2, 3, 4, 8)):
+        print(line)
+    print("(times in UTC)")
+    return EXIT_OK
+
+
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", metavar="JOB_ID", help="the id of the job")
+    parser.add_argument(
+        "--limit",
+        type=_runs_limit,
+        default=20,
+        metavar="N",
+        help="show the newest N runs, 1 to 100 (default: 20)",
+    )
+    _json_argument(parser)
+
+
+def _cmd_runs(target: LoadedApp, args: argparse.Namespace) -> int:
+    job_id: str = args.job_id
+    with _host_manager(target, [_definition(target, job_id)]) as manager:
+        runs = manager.get_job_runs(job_id, args.limit)
+    if args.json:
+        print(json.dumps({"job_id": job_id, "runs": [r.to_dict() for r in runs]}, indent=2))
+        return EXIT_OK
+    if not runs:
+        print(f"{job_id}: no runs recorded")
+        return EXIT_OK
+    rows = [
+        (
+            iso(r.started),
+            r.trigger,
+            r.outcome,
+            f"{r.duration:.3f}s" if r.duration is not None else "-",
+            _clip(r.error),
+        )
+        for r in runs
+    ]
+    for line in table(
+        ("STARTED (UTC)", "TRIGGER", "OUTCOME", "DURATION", "ERROR"), rows, right=(3,)
+    ):
+        print(line)
+    return EXIT_OK
+
+
+def _job_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", metavar="JOB_ID", help="the id of the job")
+
+
+def _cmd_pause(target: LoadedApp, args: argparse.Namespace) -> int:
+    job_id: str = args.job_id
+    with _host_manager(target, [_definition(target, job_id)]) as manager:
+        manager.pause_job(job_id)
+    print(f"{job_id}: paused (no runs until 'bgjobs resume')")
+    return EXIT_OK
+
+
+def _cmd_resume(target: LoadedApp, args: argparse.Namespace) -> int:
+    job_id: str = args.job_id
+    with _host_manager(target, [_definition(target, job_id)]) as manager:
+        manager.resume_job(job_id)
+    print(f"{job_id}: resumed")
     return EXIT_OK
 
 
@@ -451,6 +593,38 @@ COMMANDS: Tuple[Command, ...] = (
         _cmd_vercel_json,
         'Print {"crons": [...]} for vercel.json: one entry per job, calling its '
         "dispatch endpoint PREFIX/<job id> on the job's schedule.",
+    ),
+    Command(
+        "status",
+        "show every job's state on this host: runs, failures, last error, running pid",
+        _status_arguments,
+        _cmd_status,
+        "Print one row per job of APP with the state every process of this host shares "
+        "(the state directory's store): status, runs, failures, skips, last run, last "
+        "success, next run, the pid running it now, and the last error. --json prints "
+        '{"jobs": [...]}, each job as the HTTP status endpoint shows it.',
+    ),
+    Command(
+        "runs",
+        "show a job's recent runs, newest first",
+        _runs_arguments,
+        _cmd_runs,
+        "Print the newest runs of one job recorded on this host (started, trigger, "
+        'outcome, duration, error). --json prints {"job_id": ..., "runs": [...]}.',
+    ),
+    Command(
+        "pause",
+        "pause a job on this host until it is resumed",
+        _job_argument,
+        _cmd_pause,
+        "Pause one job for every process of this host sharing the state directory: its "
+        "schedule keeps its place but nothing runs it until 'bgjobs resume'.",
+    ),
+    Command(
+        "resume",
+        "resume a paused job on this host",
+        _job_argument,
+        _cmd_resume,
     ),
 )
 """Every subcommand, in the order ``--help`` lists them."""

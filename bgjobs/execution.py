@@ -644,22 +644,25 @@ class BaseJobManager(BackgroundJobManager):
         """Claim and run ``job``: ``("ran", run)``, ``("busy", None)``, ``("duplicate",
         earlier run)``, ``("accepted", run)`` (``background``: running on a thread of its
         own) or ``("refused", None)`` (a scheduled run of a stopped job)."""
+        run_id = uuid.uuid4().hex
+        if run_key is not None:
+            # The key first: a repeat of a run still going is a duplicate, not "busy".
+            owner = self._claim_key(run_key, run_id)
+            if owner is not None:
+                return "duplicate", self.get_run(owner) or JobRun(
+                    owner, job.id, trigger, utc_datetime(self._clock.time())
+                )
         if not job.run_lock.acquire(blocking=False):
+            self._release_key(run_key, run_id)
             self.record_skips(job)
             return "busy", None
         handed_over = False
         try:
             if not self._try_claim(job):
+                self._release_key(run_key, run_id)
                 self.record_skips(job)
                 return "busy", None
             try:
-                run_id = uuid.uuid4().hex
-                if run_key is not None:
-                    owner = self._claim_key(run_key, run_id)
-                    if owner is not None:
-                        return "duplicate", self.get_run(owner) or JobRun(
-                            owner, job.id, trigger, utc_datetime(self._clock.time())
-                        )
                 if not background:
                     return self._execute(job, run_id, trigger, scheduled, scheduled_for)
                 started = self._start_in_background(job, run_id, trigger)
@@ -787,6 +790,7 @@ class BaseJobManager(BackgroundJobManager):
             self._memory.finish_run(run)
             if self.store is not None:
                 self.store.finish_run(run)
+            run = self._memory.get_run(run_id) or run  # as recorded (traceback trimmed)
             if error is None:
                 logger.debug("job %r completed in %.3fs", job.id, duration)
             self._unregister_run(me, outer)
@@ -803,8 +807,11 @@ class BaseJobManager(BackgroundJobManager):
     def _claim_key(self, key: str, run_id: str) -> Optional[str]:
         if not isinstance(key, str) or not key:
             raise ValueError(f"run_key must be a non-empty string, got {key!r}")
-        store = self._reading_store()
-        return store.claim_key(key, run_id)
+        return self._reading_store().claim_key(key, run_id)
+
+    def _release_key(self, key: Optional[str], run_id: str) -> None:
+        if key is not None:
+            self._reading_store().release_key(key, run_id)
 
     def trigger_job(self, id: str, *, run_key: Optional[str] = None) -> bool:
         """See :meth:`BackgroundJobManager.trigger_job`. With ``run_key``, the job runs at

@@ -310,11 +310,16 @@ def _blueprint(endpoints: Endpoints, prefix: str) -> Blueprint:
     blueprint = Blueprint(EXTENSION_KEY, __name__)
 
     def view(rest: str = "") -> FlaskResponse:
+        prefer = request.headers.getlist("Prefer")
         answer = endpoints.handle(
             request.method,
             f"/{rest}",
             authorization=request.headers.get("Authorization"),
             token=request.args.get("token"),
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            prefer=", ".join(prefer) if prefer else None,
+            limit=request.args.get("limit"),
+            base=request.script_root + prefix,
         )
         return FlaskResponse(answer.body, status=answer.status, headers=list(answer.headers))
 

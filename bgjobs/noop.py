@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from .types import BackgroundJobManager, Interval, JobFunc, JobMetrics, JobStatus, TimezoneArg
+from .types import (
+    BackgroundJobManager,
+    Interval,
+    JobFunc,
+    JobMetrics,
+    JobRun,
+    JobStatus,
+    TimezoneArg,
+)
 
 __all__ = ["NoOpJobManager"]
 
@@ -49,6 +57,15 @@ class NoOpJobManager(BackgroundJobManager):
 
     def get_all_job_statuses(self) -> List[JobStatus]:
         return []
+
+    def get_job_runs(self, id: str, limit: int = 20) -> List[JobRun]:
+        return []
+
+    def pause_job(self, id: str) -> None:
+        return None
+
+    def resume_job(self, id: str) -> None:
+        return None
 
     def get_job_metrics(self) -> JobMetrics:
         return JobMetrics(0, 0, 0, 0.0, self._created, 0)

@@ -360,6 +360,11 @@ class StateStore(abc.ABC):
         ``run_id``), else the run id recorded by the caller that owned it first."""
 
     @abc.abstractmethod
+    def release_key(self, key: str, run_id: str) -> None:
+        """Give up a key claimed with ``run_id`` whose run never started (the job was
+        busy), so a retry with the same key can run it; someone else's claim stays."""
+
+    @abc.abstractmethod
     def record_skips(self, job_id: str, count: int = 1) -> None:
         """Add ``count`` run attempts refused because the job was still running."""
 
@@ -529,6 +534,12 @@ class MemoryStore(StateStore):
                 return known[0]
             self._keys[key] = (run_id, self._clock.time())
             return None
+
+    def release_key(self, key: str, run_id: str) -> None:
+        with self._state_lock:
+            known = self._keys.get(key)
+            if known is not None and known[0] == run_id:
+                del self._keys[key]
 
     def record_skips(self, job_id: str, count: int = 1) -> None:
         with self._state_lock:
@@ -804,6 +815,10 @@ class SQLiteStore(StateStore):
         unanswered: Tuple[bool, Optional[str]] = (False, None)
         answered, owner = self._call(op, unanswered, write=False)
         return owner if answered else self._fallback.claim_key(key, run_id)
+
+    def release_key(self, key: str, run_id: str) -> None:
+        self._fallback.release_key(key, run_id)
+        self._execute("DELETE FROM idempotency_keys WHERE key = ? AND run_id = ?", (key, run_id))
 
     def record_skips(self, job_id: str, count: int = 1) -> None:
         self._execute(

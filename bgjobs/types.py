@@ -320,6 +320,29 @@ class BackgroundJobManager(abc.ABC):
     def get_job_metrics(self) -> JobMetrics:
         """A snapshot of the aggregate metrics."""
 
+    def get_job_runs(self, id: str, limit: int = 20) -> List[JobRun]:
+        """The job's recorded runs, newest first, at most ``limit``.
+
+        Raises :class:`~bgjobs.errors.JobNotFoundError` for an unknown id. This default,
+        for managers that keep no history, knows no runs.
+        """
+        if self.get_job_status(id) is None:
+            from .errors import JobNotFoundError
+
+            raise JobNotFoundError(id)
+        return []
+
+    def pause_job(self, id: str) -> None:
+        """Stop the job's scheduled runs until :meth:`resume_job`, in every process that
+        shares the state store, across restarts; status ``"paused"``. A manual
+        :meth:`trigger_job` still runs it. Unknown id: :class:`~bgjobs.errors.JobNotFoundError`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot pause jobs")
+
+    def resume_job(self, id: str) -> None:
+        """Undo :meth:`pause_job`. Unknown id: :class:`~bgjobs.errors.JobNotFoundError`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot pause jobs")
+
     def close(self) -> None:
         """Stop every job for good and release threads, files and connections.
 

@@ -19,23 +19,44 @@ Standard library only, so any WSGI server or framework can host them::
 
 Endpoints, under ``prefix`` (default ``/api/cron``; matched against ``PATH_INFO``):
 
-===========================  =========  ==================================================
-``<prefix>/status``          GET, HEAD  ``{"jobs": [<job>, ...], "metrics": {...}}``
-``<prefix>/<job id>``        GET, POST  run the job now (dispatch); 200 with ``<job>``
-``<prefix>/`` (``<prefix>``)  GET, HEAD  an HTML status page that refreshes every 5 s
-===========================  =========  ==================================================
+================================  ===========  =============================================
+``<prefix>/status``               GET, HEAD    ``{"jobs": [<job>, ...], "metrics": {...}}``
+``<prefix>/metrics``              GET, HEAD    the same in Prometheus' text format 0.0.4
+``<prefix>/<job id>``             GET, POST    run the job now (dispatch); 200 with ``<job>``
+                                               plus ``"run": <run>``
+``<prefix>/<job id>/runs``        GET, HEAD    ``{"job_id": ..., "runs": [<run>, ...]}``,
+                                               newest first; ``?limit=`` 1..100 (20)
+``<prefix>/runs/<run id>``        GET, HEAD    ``<run>``
+``<prefix>/<job id>/pause``       POST         pause the job (host-wide with a state store);
+                                               200 with ``<job>``
+``<prefix>/<job id>/resume``      POST         resume it; 200 with ``<job>``
+``<prefix>/`` (``<prefix>``)       GET, HEAD    an HTML status page that refreshes every 5 s
+================================  ===========  =============================================
 
 ``<job>`` is :meth:`bgjobs.types.JobStatus.to_dict` — snake_case keys, ISO 8601 UTC
-timestamps — the same object in ``/status`` and in a dispatch answer. A dispatch answers
-200 once the job has run, *also when it failed* (``"status": "failed"``, ``"error"`` set);
-404 for an unknown id, 409 when it is already running or is stopped in this process (the
-job is not run). The job runs in the request's thread, so the answer waits for it: give
-the server a timeout longer than the job. ``status`` is not a usable job id here.
+timestamps — the same object in ``/status`` and in a dispatch answer; ``<run>`` is
+:meth:`bgjobs.types.JobRun.to_dict`. A dispatch answers 200 once the job has run, *also
+when it failed* (``"status": "failed"``, ``"error"`` set); 404 for an unknown id, 409 when
+it is already running, is paused, or is stopped in this process (the job is not run). The
+job runs in the request's thread, so the answer waits for it: give the server a timeout
+longer than the job — or ask for an asynchronous answer:
+
+* ``Prefer: respond-async`` (RFC 7240): the run starts off the request's thread and the
+  answer is ``202`` with the ``<run>`` (``"outcome": "running"``), ``Location:
+  <prefix>/runs/<run id>`` to poll, and ``Preference-Applied: respond-async``.
+* ``Idempotency-Key: K`` (1 to 255 printable ASCII characters): the job runs at most once
+  per ``K``, even for requests arriving together. A repeat is not run again: it answers
+  200 with ``<job>`` plus the ``"run"`` recorded under ``K`` (perhaps still running) and
+  ``Idempotent-Replayed: true``; a key first used for another job answers 422.
+
+Both need a manager built on the execution core (every runtime bgjobs ships but the no-op
+one), which records runs; elsewhere ``Prefer`` is ignored and ``Idempotency-Key`` refused
+(501). ``status``, ``runs`` and ``metrics`` are not usable job ids here.
 
 Every error answer has one shape, ``{"error": {"status": 409, "message": "..."}}``; a 409
 also carries ``"job": <job>``. Responses are ``application/json; charset=utf-8`` (the
-page ``text/html``) with ``Cache-Control: no-store``. Other methods get 405 with
-``Allow``; paths outside the prefix get 404.
+page ``text/html``, the metrics ``text/plain; version=0.0.4``) with ``Cache-Control:
+no-store``. Other methods get 405 with ``Allow``; paths outside the prefix get 404.
 
 Authentication: ``Authorization: Bearer <secret>``, compared in constant time. The secret is
 the ``secret`` argument, else ``BGJOBS_SECRET``, else ``CRON_SECRET`` (the variable Vercel
@@ -54,24 +75,26 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
-from urllib.parse import parse_qs
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qs, quote
 
 from ._web.page import PAGE_REFRESH_SECONDS as PAGE_REFRESH_SECONDS  # re-exported
 from ._web.page import render_status_page
+from ._web.prometheus import PROMETHEUS_TYPE, render_metrics
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import JobNotFoundError
 from .execution import BaseJobManager, DispatchResult
-from .types import BackgroundJobManager, JobStatus
+from .types import BackgroundJobManager, JobRun, JobStatus, RunTrigger
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-
 __all__ = [
     "DEFAULT_PREFIX",
+    "RESERVED_PATHS",
     "Endpoints",
     "Response",
     "WSGIApp",
@@ -90,6 +113,17 @@ HTML_TYPE = "text/html; charset=utf-8"
 
 _STATUS_ALLOW = ("GET", "HEAD", "OPTIONS")
 _DISPATCH_ALLOW = ("GET", "POST", "OPTIONS")
+_CONTROL_ALLOW = ("POST", "OPTIONS")
+
+RESERVED_PATHS = frozenset({"status", "runs", "metrics"})
+"""First path segments that are endpoints, never job ids (declaring such a job fails)."""
+
+RUNS_LIMIT_DEFAULT = 20
+RUNS_LIMIT_MAX = 100
+IDEMPOTENCY_KEY_MAX = 255
+# Printable ASCII, inner spaces allowed (the server strips the value's outer whitespace).
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_DIGITS = re.compile(r"[0-9]+")
 _COMMON_HEADERS = (
     ("Cache-Control", "no-store"),
     ("X-Content-Type-Options", "nosniff"),
@@ -151,26 +185,91 @@ def _error(
     return _json(status, payload, extra)
 
 
-def dispatch(manager: BackgroundJobManager, job_id: str) -> DispatchResult:
-    """Run ``job_id`` for a remote scheduler: the outcome, and the status afterwards.
+def dispatch(
+    manager: BackgroundJobManager,
+    job_id: str,
+    *,
+    run_key: Optional[str] = None,
+    trigger: RunTrigger = "http",
+    background: bool = False,
+) -> DispatchResult:
+    """Run ``job_id`` for a remote scheduler; what happened, the status afterwards, the run.
 
-    Uses :meth:`BaseJobManager.dispatch` for every manager built on the execution core;
-    for any other :class:`BackgroundJobManager` — e.g. the no-op one — falls back to
-    :meth:`~BackgroundJobManager.get_job_status` plus :meth:`~BackgroundJobManager.trigger_job`
-    with the same rules: a stopped job is not run.
+    Uses :meth:`BaseJobManager.dispatch` for every manager built on the execution core
+    (``run_key``: at most one run per key; ``background``: start the run off this thread
+    and answer ``"accepted"`` at once). For any other :class:`BackgroundJobManager` — e.g.
+    the no-op one — falls back to :meth:`~BackgroundJobManager.get_job_status` plus
+    :meth:`~BackgroundJobManager.trigger_job` with the same rules (a stopped or paused job
+    is not run); that runs in the calling thread, records no run (``run`` is ``None``) and
+    cannot honour ``run_key``: it raises ``ValueError`` if given one for a known job.
     """
     if isinstance(manager, BaseJobManager):
-        return manager.dispatch(job_id)
+        return manager.dispatch(job_id, run_key=run_key, trigger=trigger, background=background)
     status = manager.get_job_status(job_id)
     if status is None:
         return DispatchResult("not_found", None)
-    if status.status == "stopped":
-        return DispatchResult("stopped", status)
+    if run_key is not None:
+        raise ValueError(
+            f"{type(manager).__name__} keeps no run records, so it cannot run job "
+            f"{job_id!r} at most once per key; use a manager built on the execution core"
+        )
+    if status.status in ("stopped", "paused"):
+        return DispatchResult(status.status, status)
     try:
         ran = manager.trigger_job(job_id)
     except JobNotFoundError:  # removed between the two calls
         return DispatchResult("not_found", None)
     return DispatchResult("ran" if ran else "busy", manager.get_job_status(job_id) or status)
+
+
+def wants_async(prefer: Optional[str]) -> bool:
+    """Whether a ``Prefer`` header value (RFC 7240) asks for ``respond-async``.
+
+    Preferences are comma-separated, each ``token [= value] *(; parameter)``; the token
+    is case-insensitive and commas inside quoted strings do not separate.
+    """
+    if not prefer:
+        return False
+    return any(_preference_token(item) == "respond-async" for item in _split_unquoted(prefer, ","))
+
+
+def _split_unquoted(text: str, separator: str) -> List[str]:
+    parts: List[str] = []
+    current: List[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _preference_token(preference: str) -> str:
+    head = preference.split(";", 1)[0]
+    return head.split("=", 1)[0].strip().lower()
+
+
+def _runs_limit(text: Optional[str]) -> Optional[int]:
+    """``?limit=`` as a number in 1..100 (absent: the default); ``None`` when invalid."""
+    if text is None:
+        return RUNS_LIMIT_DEFAULT
+    if not _DIGITS.fullmatch(text) or len(text) > 3 or not 1 <= int(text) <= RUNS_LIMIT_MAX:
+        return None
+    return int(text)
+
+
+def _with_run(status: JobStatus, run: Optional[JobRun]) -> Dict[str, Any]:
+    """A dispatch's 200 body: the job's status plus ``"run"`` (``None``: none recorded)."""
+    return {**status.to_dict(), "run": run.to_dict() if run is not None else None}
 
 
 def _digest(value: bytes) -> bytes:
@@ -234,29 +333,70 @@ class Endpoints:
         *,
         authorization: Optional[str] = None,
         token: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+        prefer: Optional[str] = None,
+        limit: Optional[str] = None,
+        base: str = "",
     ) -> Response:
         """Answer one request.
 
         ``path`` is the part after the prefix, already URL-decoded: ``""`` or ``"/"``
-        (the page), ``"/status"`` or ``"/<job id>"``. ``authorization`` is the raw
-        ``Authorization`` header; ``token`` the page's ``?token=`` value, if any. A HEAD
-        request gets the GET answer; stripping the body is the server's job.
+        (the page), ``"/status"``, ``"/metrics"``, ``"/runs/<run id>"``, ``"/<job id>"`` or
+        ``"/<job id>/runs|pause|resume"``. ``authorization``, ``idempotency_key`` and
+        ``prefer`` are the raw ``Authorization``, ``Idempotency-Key`` and ``Prefer``
+        headers (``None`` when absent); ``token`` the page's ``?token=`` and ``limit``
+        the ``?limit=`` query value, if any. ``base`` is the URL path of the prefix as the
+        client sees it (mount point included), for ``Location``. A HEAD request gets the
+        GET answer; stripping the body is the server's job.
         """
         method = method.upper()
         try:
             if path in ("", "/"):
                 return self._route(method, _STATUS_ALLOW, authorization, token, self._page)
-            if path == "/status":
-                return self._route(method, _STATUS_ALLOW, authorization, None, self._status)
-            job_id = path[1:] if path.startswith("/") else ""
-            if not job_id or "/" in job_id:
+            segments = path[1:].split("/") if path.startswith("/") else [""]
+            view = self._view(segments, idempotency_key, prefer, limit, base)
+            if view is None:
                 return _error(404, f"no bgjobs endpoint at {path!r}")
-            return self._route(
-                method, _DISPATCH_ALLOW, authorization, None, lambda: self._dispatch(job_id)
-            )
+            allow, call = view
+            return self._route(method, allow, authorization, None, call)
         except Exception:
             logger.error("bgjobs endpoint %s %r failed", method, path, exc_info=True)
             return _error(500, "internal error in the bgjobs endpoint (see the server log)")
+
+    def _view(
+        self,
+        segments: List[str],
+        idempotency_key: Optional[str],
+        prefer: Optional[str],
+        limit: Optional[str],
+        base: str,
+    ) -> Optional[Tuple[Tuple[str, ...], Callable[[], Response]]]:
+        """The allowed methods and the view for a path's segments; ``None``: no endpoint."""
+        if any(not segment for segment in segments):
+            return None
+        first = segments[0]
+        if len(segments) == 1:
+            if first == "status":
+                return _STATUS_ALLOW, self._status
+            if first == "metrics":
+                return _STATUS_ALLOW, self._metrics
+            if first in RESERVED_PATHS:
+                return None
+            return _DISPATCH_ALLOW, lambda: self._dispatch(first, idempotency_key, prefer, base)
+        if len(segments) != 2:
+            return None
+        second = segments[1]
+        if first == "runs":
+            return _STATUS_ALLOW, lambda: self._run(second)
+        if first in RESERVED_PATHS:
+            return None
+        if second == "runs":
+            return _STATUS_ALLOW, lambda: self._runs(first, limit)
+        if second == "pause":
+            return _CONTROL_ALLOW, lambda: self._pause(first, pause=True)
+        if second == "resume":
+            return _CONTROL_ALLOW, lambda: self._pause(first, pause=False)
+        return None
 
     def _route(
         self,
@@ -324,9 +464,30 @@ class Endpoints:
             },
         )
 
-    def _dispatch(self, job_id: str) -> Response:
-        result = dispatch(self.manager, job_id)
-        outcome, status = result.outcome, result.status
+    def _metrics(self) -> Response:
+        text = render_metrics(self.manager.get_all_job_statuses(), self.manager.get_job_metrics())
+        return _response(200, PROMETHEUS_TYPE, text.encode("utf-8"))
+
+    def _dispatch(
+        self, job_id: str, idempotency_key: Optional[str], prefer: Optional[str], base: str
+    ) -> Response:
+        run_key: Optional[str] = None
+        if idempotency_key is not None:
+            run_key = idempotency_key.strip()
+            if len(run_key) > IDEMPOTENCY_KEY_MAX or not _IDEMPOTENCY_KEY.fullmatch(run_key):
+                return _error(
+                    400,
+                    f"the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} printable "
+                    "ASCII characters",
+                )
+            if not isinstance(self.manager, BaseJobManager):
+                return _error(
+                    501,
+                    f"{type(self.manager).__name__} keeps no run records, so it cannot honour "
+                    "the Idempotency-Key header; send the request without it",
+                )
+        result = dispatch(self.manager, job_id, run_key=run_key, background=wants_async(prefer))
+        outcome, status, run = result.outcome, result.status, result.run
         logger.info("bgjobs dispatch of job %r: %s", job_id, outcome)
         if outcome == "not_found" or status is None:
             return _error(404, f"no job with id {job_id!r} is scheduled on this manager")
@@ -334,6 +495,62 @@ class Endpoints:
             return _error(409, f"job {job_id!r} is already running; not run again", job=status)
         if outcome == "stopped":
             return _error(409, f"job {job_id!r} is stopped in this process; not run", job=status)
+        if outcome == "paused":
+            return _error(
+                409,
+                f"job {job_id!r} is paused; not run (POST <prefix>/{job_id}/resume resumes it)",
+                job=status,
+            )
+        if outcome == "accepted" and run is not None:
+            location = quote(f"{base}/runs/", safe="/") + quote(run.run_id, safe="")
+            return _json(
+                202,
+                run.to_dict(),
+                (("Location", location), ("Preference-Applied", "respond-async")),
+            )
+        if outcome == "duplicate" and run is not None:
+            if run.job_id != job_id:
+                return _error(
+                    422,
+                    f"this Idempotency-Key was first used for job {run.job_id!r}, not "
+                    f"{job_id!r}; use a new key",
+                )
+            return _json(200, _with_run(status, run), (("Idempotent-Replayed", "true"),))
+        return _json(200, _with_run(status, run))
+
+    def _runs(self, job_id: str, limit_text: Optional[str]) -> Response:
+        limit = _runs_limit(limit_text)
+        if limit is None:
+            return _error(
+                400,
+                f"the limit query parameter must be a whole number from 1 to {RUNS_LIMIT_MAX}, "
+                f"got {limit_text!r}",
+            )
+        try:
+            runs = self.manager.get_job_runs(job_id, limit)
+        except JobNotFoundError:
+            return _error(404, f"no job with id {job_id!r} is scheduled on this manager")
+        return _json(200, {"job_id": job_id, "runs": [r.to_dict() for r in runs]})
+
+    def _run(self, run_id: str) -> Response:
+        run = self.manager.get_run(run_id) if isinstance(self.manager, BaseJobManager) else None
+        if run is None:
+            return _error(404, f"no run with id {run_id!r} is recorded")
+        return _json(200, run.to_dict())
+
+    def _pause(self, job_id: str, *, pause: bool) -> Response:
+        try:
+            if pause:
+                self.manager.pause_job(job_id)
+            else:
+                self.manager.resume_job(job_id)
+        except JobNotFoundError:
+            status = None
+        else:
+            status = self.manager.get_job_status(job_id)
+        if status is None:
+            return _error(404, f"no job with id {job_id!r} is scheduled on this manager")
+        logger.info("bgjobs: job %r %s over HTTP", job_id, "paused" if pause else "resumed")
         return _json(200, status.to_dict())
 
     def _page(self) -> Response:
@@ -364,23 +581,36 @@ class WSGIApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        # PATH_INFO is already URL-decoded, as latin-1 text of the raw bytes (PEP 3333).
-        raw_path = str(environ.get("PATH_INFO", ""))
-        path = raw_path.encode("latin-1", "replace").decode("utf-8", "replace")
+        path = _environ_text(environ, "PATH_INFO")
         relative = self._relative(path)
         if relative is None:
             response = _error(404, f"not found; the bgjobs endpoints are under {self.prefix}/")
         else:
-            query = parse_qs(str(environ.get("QUERY_STRING", "")))
-            tokens = query.get("token")
+            query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
             response = self.endpoints.handle(
                 method,
                 relative,
                 authorization=environ.get("HTTP_AUTHORIZATION"),
-                token=tokens[0] if tokens else None,
+                token=_first(query, "token"),
+                idempotency_key=environ.get("HTTP_IDEMPOTENCY_KEY"),
+                prefer=environ.get("HTTP_PREFER"),
+                limit=_first(query, "limit"),
+                # SCRIPT_NAME: where a parent app (e.g. DispatcherMiddleware) mounted us.
+                base=_environ_text(environ, "SCRIPT_NAME").rstrip("/") + self.prefix,
             )
         start_response(response.status_line, list(response.headers))
         return [] if method == "HEAD" else [response.body]
+
+
+def _environ_text(environ: WSGIEnvironment, key: str) -> str:
+    # Paths arrive URL-decoded, as latin-1 text of the raw bytes (PEP 3333): undo that.
+    raw = str(environ.get(key, ""))
+    return raw.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
+def _first(query: Mapping[str, List[str]], name: str) -> Optional[str]:
+    values = query.get(name)
+    return values[0] if values else None
 
 
 def create_app(

@@ -578,7 +578,8 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_commands_table_drives_the_parser() -> None:
-    assert [c.name for c in COMMANDS] == ["run", "list", "exec", "sync", "vercel-json"]
+    names = ["run", "list", "exec", "sync", "vercel-json", "status", "runs", "pause", "resume"]
+    assert [c.name for c in COMMANDS] == names
     parser = build_parser()
     args = parser.parse_args(["exec", "app.py", "job-id"])
     assert (args.app, args.job_id, args.handler) == ("app.py", "job-id", COMMANDS[2].handler)

@@ -43,6 +43,7 @@ __all__ = [
     "plural",
     "span",
     "summary",
+    "table",
 ]
 
 UTC = timezone.utc
@@ -103,6 +104,21 @@ def exception_location(tb: Optional[TracebackType], *, under: Optional[str] = No
             chosen,
         )
     return f"{display_path(chosen.filename)}:{chosen.lineno}"
+
+
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()
+) -> List[str]:
+    """Plain-text columns, two spaces apart; the columns numbered in ``right`` align right."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return [line(headers)] + [line(row) for row in rows]
 
 
 def _relative(when: Optional[datetime], now: datetime) -> str:

@@ -46,6 +46,8 @@ td.error { color: #a40e26; min-width: 14em; overflow-wrap: break-word; }
 .badge.completed { background: #dafbe1; color: #116329; }
 .badge.failed { background: #ffebe9; color: #a40e26; }
 .badge.stopped { background: #eaeef2; color: #59636e; }
+.badge.paused { background: #fff8c5; color: #7d4e00; }
+td.error .past { color: #59636e; }
 .runner { display: block; color: #59636e; font-size: 12px; }
 .muted { color: #8c959f; }
 .nw { white-space: nowrap; }
@@ -64,12 +66,13 @@ _COLUMNS = (
     "Status",
     "Schedule",
     "Last run (UTC)",
+    "Last success (UTC)",
     "Next run (UTC)",
     "Duration",
     "Runs",
     "Fails",
     "Skips",
-    "Error",
+    "Last error",
 )
 
 
@@ -104,21 +107,28 @@ def _job_row(status: JobStatus) -> str:
     runner = f'<span class="runner">{_escape(status.runner)}</span>' if status.runner else ""
     state = _escape(status.status)
     duration = _escape(_duration_text(status.duration)) if status.runs else _time_html(None)
-    problems = [status.error] if status.error else []
+    problems = [_escape(status.error)] if status.error else []
+    if status.last_error and status.last_error != status.error:
+        # Kept after later successes: shown muted, with when it happened.
+        when = f" at {_time_html(status.last_failure)}" if status.last_failure else ""
+        problems.append(f'<span class="past">earlier{when}: {_escape(status.last_error)}</span>')
     if status.last_sync_error:
-        problems.append(f"sync: {status.last_sync_error}")
+        problems.append(_escape(f"sync: {status.last_sync_error}"))
+    if status.running_pid is not None:
+        runner += f'<span class="runner">pid {status.running_pid}</span>'
     cells = (
         f'<td class="job"><span class="name">{_escape(status.name)}</span>'
         f' <code class="id">{_escape(status.id)}</code></td>',
         f'<td><span class="badge {state}">{state}</span>{runner}</td>',
         f'<td class="sched">{_schedule_html(status.schedule)}</td>',
         f'<td class="time">{_time_html(status.last_run)}</td>',
+        f'<td class="time">{_time_html(status.last_success)}</td>',
         f'<td class="time">{_time_html(status.next_run)}</td>',
         f'<td class="num">{duration}</td>',
         f'<td class="num">{status.runs}</td>',
         f'<td class="num">{status.failures}</td>',
         f'<td class="num">{status.skips}</td>',
-        f'<td class="error">{"<br>".join(_escape(p) for p in problems)}</td>',
+        f'<td class="error">{"<br>".join(problems)}</td>',
     )
     return f'<tr data-job-id="{_escape(status.id)}">{"".join(cells)}</tr>'
 
