@@ -852,6 +852,19 @@ class BaseJobManager(BackgroundJobManager):
 
     # -- history and pausing ----------------------------------------------------------------
 
+    def store_health(self) -> Optional[Dict[str, Any]]:
+        """Where this manager's state is shared and whether that works right now:
+        ``{"path", "degraded", "dropped_writes"}`` (``degraded``: why and what fixes it, or
+        ``None``); ``None`` when there is no state store (this process only, in memory)."""
+        store = self.store
+        if store is None:
+            return None
+        return {
+            "path": store.path,
+            "degraded": store.degraded,
+            "dropped_writes": store.dropped_writes,
+        }
+
     def _reading_store(self) -> StateStore:
         """The host's store while it is healthy, else this process's memory."""
         store = self.store

@@ -81,6 +81,7 @@ from ._local.timers import TimerHandle, TimerQueue
 from .config import Settings
 from .execution import BaseJobManager, Job
 from .schedules import Clock, utc_datetime
+from .store import StateStore
 
 __all__ = ["CATCH_UP_WINDOW", "DEFER_SECONDS", "ELECTION_INTERVAL", "LocalJobManager"]
 
@@ -112,6 +113,7 @@ class LocalJobManager(BaseJobManager):
         lock_dir: Union[str, os.PathLike[str], None] = None,
         state_dir: Union[str, os.PathLike[str], None] = None,
         max_workers: Optional[int] = None,
+        store: Optional[StateStore] = None,
     ) -> None:
         settings = Settings.coerce(settings, env)
         if max_workers is not None:
@@ -122,7 +124,7 @@ class LocalJobManager(BaseJobManager):
             settings = settings.replace(state_dir=os.fspath(chosen))
         path = settings.lock_dir
         host = LockDirectory(path) if path else None  # checked before the store opens
-        super().__init__(clock=clock, settings=settings)
+        super().__init__(clock=clock, settings=settings, store=store)
         self._timers = TimerQueue(self._clock, max_workers=self.settings.max_workers)
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
         self._armed_lock = threading.Lock()

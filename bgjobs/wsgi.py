@@ -272,6 +272,16 @@ def _with_run(status: JobStatus, run: Optional[JobRun]) -> Dict[str, Any]:
     return {**status.to_dict(), "run": run.to_dict() if run is not None else None}
 
 
+def _store_state(health: Optional[Mapping[str, Any]]) -> str:
+    """``shared`` (host-wide), ``degraded; <why and the fix>`` or ``memory`` (no store)."""
+    if health is None:
+        return "memory"
+    if health.get("degraded"):
+        reason = " ".join(str(health["degraded"]).split())
+        return "degraded; " + reason.encode("ascii", "replace").decode("ascii")[:300]
+    return "shared"
+
+
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
@@ -456,16 +466,26 @@ class Endpoints:
     # -- views ----------------------------------------------------------------------------
 
     def _status(self) -> Response:
+        # The body keeps the contract's two keys; the header says whose truth it is.
         return _json(
             200,
             {
                 "jobs": [s.to_dict() for s in self.manager.get_all_job_statuses()],
                 "metrics": self.manager.get_job_metrics().to_dict(),
             },
+            (("Bgjobs-State-Store", _store_state(self._store_health())),),
         )
 
+    def _store_health(self) -> Optional[Dict[str, Any]]:
+        manager = self.manager
+        return manager.store_health() if isinstance(manager, BaseJobManager) else None
+
     def _metrics(self) -> Response:
-        text = render_metrics(self.manager.get_all_job_statuses(), self.manager.get_job_metrics())
+        text = render_metrics(
+            self.manager.get_all_job_statuses(),
+            self.manager.get_job_metrics(),
+            self._store_health(),
+        )
         return _response(200, PROMETHEUS_TYPE, text.encode("utf-8"))
 
     def _dispatch(
@@ -558,6 +578,7 @@ class Endpoints:
             self.manager.get_all_job_statuses(),
             self.manager.get_job_metrics(),
             title=f"bgjobs — {type(self.manager).__name__}",
+            store=self._store_health(),
         ).encode("utf-8")
         return _response(200, HTML_TYPE, body, _PAGE_HEADERS)
 

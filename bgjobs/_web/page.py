@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
-from typing import List, Optional
+from typing import Any, List, Mapping, Optional
 
 from ..schedules import format_seconds
 from ..types import JobMetrics, JobStatus
@@ -48,6 +48,7 @@ td.error { color: #a40e26; min-width: 14em; overflow-wrap: break-word; }
 .badge.stopped { background: #eaeef2; color: #59636e; }
 .badge.paused { background: #fff8c5; color: #7d4e00; }
 td.error .past { color: #59636e; }
+.degraded { color: #a40e26; font-weight: 600; }
 .runner { display: block; color: #59636e; font-size: 12px; }
 .muted { color: #8c959f; }
 .nw { white-space: nowrap; }
@@ -139,6 +140,7 @@ def render_status_page(
     *,
     title: str = "bgjobs",
     now: Optional[datetime] = None,
+    store: Optional[Mapping[str, Any]] = None,
 ) -> str:
     """The HTML status page: a table of jobs and the metrics; every value is escaped.
 
@@ -162,6 +164,12 @@ def render_status_page(
         for label, value in ((_escape(label), _escape(value)) for label, value in figures)
     )
     header = "".join(f"<th>{_escape(c)}</th>" for c in _COLUMNS)
+    if store is None:
+        shared = "this process only (no state directory)"
+    elif store.get("degraded"):
+        shared = f'<span class="degraded">state store degraded: {_escape(store["degraded"])}</span>'
+    else:
+        shared = f"host-wide, from {_escape(store.get('path', ''))}"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -175,7 +183,8 @@ def render_status_page(
 <body>
 <h1>{_escape(title)}</h1>
 <p class="sub">{len(statuses)} job(s) · generated {_time_html(generated, " UTC")} · refreshes \
-every {PAGE_REFRESH_SECONDS} s · metrics since {_time_html(metrics.last_cleanup, " UTC")}</p>
+every {PAGE_REFRESH_SECONDS} s · metrics since {_time_html(metrics.last_cleanup, " UTC")} · \
+{shared}</p>
 <div class="scroll"><table>
 <thead><tr>{header}</tr></thead>
 <tbody>

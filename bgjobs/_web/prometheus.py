@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ..types import JobMetrics, JobStatus
 
@@ -82,8 +82,13 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def render_metrics(statuses: Sequence[JobStatus], metrics: JobMetrics) -> str:
-    """The exposition text: per-job series (label ``job``) then the manager's totals."""
+def render_metrics(
+    statuses: Sequence[JobStatus],
+    metrics: JobMetrics,
+    store: Optional[Mapping[str, Any]] = None,
+) -> str:
+    """The exposition text: per-job series (label ``job``), the manager's totals, and the
+    state store's health when there is one (``store``: ``BaseJobManager.store_health()``)."""
     out = _Exposition()
     out.family(
         "bgjobs_runs_total",
@@ -182,4 +187,17 @@ def render_metrics(statuses: Sequence[JobStatus], metrics: JobMetrics) -> str:
     )
     for name, kind, doc, value in totals:
         out.family(name, kind, doc, [((), value)])
+    if store is not None:
+        out.family(
+            "bgjobs_state_store_degraded",
+            "gauge",
+            "1 while the state store is unusable (statuses are this process's only), else 0.",
+            [((), int(bool(store.get("degraded"))))],
+        )
+        out.family(
+            "bgjobs_state_store_dropped_writes_total",
+            "counter",
+            "Writes the state store could not take (kept in this process's memory instead).",
+            [((), int(store.get("dropped_writes") or 0))],
+        )
     return out.text()

@@ -1,0 +1,190 @@
+"""The state store as a manager uses it: one truth for two managers, a degraded store that
+loses nothing and says so everywhere, and the memory fallback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+from werkzeug.test import Client
+
+from bgjobs import LocalJobManager
+from bgjobs.config import Settings
+from bgjobs.store import SQLiteStore
+from bgjobs.wsgi import create_app
+
+SECRET = "s3cret-for-tests"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+def _fail() -> None:
+    raise RuntimeError("upstream down")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def test_two_managers_on_one_state_dir_show_one_truth(state_dir: Path) -> None:
+    """What one process ran, the other shows: counts, the last error, the history."""
+    with (
+        LocalJobManager(env={}, state_dir=state_dir) as a,
+        LocalJobManager(env={}, state_dir=state_dir) as b,
+    ):
+        for manager in (a, b):
+            manager.schedule_job("flaky", "Flaky", _fail, 3600)
+        assert a.trigger_job("flaky") and a.trigger_job("flaky")
+        status = b.get_job_status("flaky")
+        assert status is not None
+        assert (status.runs, status.failures, status.status) == (2, 2, "failed")
+        assert status.last_error == "RuntimeError: upstream down"
+        runs = b.get_job_runs("flaky")
+        assert [r.outcome for r in runs] == ["failed", "failed"]
+        assert runs[0].started >= runs[1].started  # newest first
+        assert runs[0].traceback is not None and "upstream down" in runs[0].traceback
+        assert b.get_run(runs[0].run_id) == runs[0]
+        assert b.get_job_metrics().failed_jobs == 2
+
+
+def test_pause_is_seen_by_the_other_manager_and_blocks_scheduled_fires(state_dir: Path) -> None:
+    ran = threading.Event()
+    with (
+        LocalJobManager(env={}, state_dir=state_dir) as a,
+        LocalJobManager(env={}, state_dir=state_dir) as b,
+    ):
+        a.schedule_job("tick", "Tick", ran.set, 3600)
+        b.schedule_job("tick", "Tick", ran.set, 3600)
+        a.pause_job("tick")
+        status = b.get_job_status("tick")
+        assert status is not None and status.status == "paused"
+        due = b.get_job_status("tick").next_run  # type: ignore[union-attr]
+        job = b._job("tick")
+        assert job is not None and not b.run_scheduled(job, due)  # a paused fire never runs
+        assert not ran.is_set()
+        assert b.dispatch("tick").outcome == "paused"
+        assert b.trigger_job("tick") and ran.is_set()  # a manual run still does
+        b.resume_job("tick")
+        status = a.get_job_status("tick")
+        assert status is not None and status.status == "completed"
+
+
+def test_pause_survives_a_restart(state_dir: Path) -> None:
+    with LocalJobManager(env={}, state_dir=state_dir) as first:
+        first.schedule_job("tick", "Tick", lambda: None, 3600)
+        first.pause_job("tick")
+    with LocalJobManager(env={}, state_dir=state_dir) as second:
+        second.schedule_job("tick", "Tick", lambda: None, 3600)
+        assert second.get_job_status("tick").status == "paused"  # type: ignore[union-attr]
+
+
+def test_a_fire_claimed_by_one_manager_is_not_run_by_the_other(state_dir: Path) -> None:
+    calls: List[str] = []
+    with (
+        LocalJobManager(env={}, state_dir=state_dir) as a,
+        LocalJobManager(env={}, state_dir=state_dir) as b,
+    ):
+        a.schedule_job("once", "Once", lambda: calls.append("a"), 3600)
+        b.schedule_job("once", "Once", lambda: calls.append("b"), 3600)
+        due = a.get_job_status("once").next_run  # type: ignore[union-attr]
+        job_a, job_b = a._job("once"), b._job("once")
+        assert job_a is not None and job_b is not None
+        assert a.run_scheduled(job_a, due) is True
+        assert b.run_scheduled(job_b, due) is False
+        assert calls == ["a"]
+
+
+def test_a_run_key_runs_once_across_managers(state_dir: Path) -> None:
+    calls: List[str] = []
+    with (
+        LocalJobManager(env={}, state_dir=state_dir) as a,
+        LocalJobManager(env={}, state_dir=state_dir) as b,
+    ):
+        for name, manager in (("a", a), ("b", b)):
+            manager.schedule_job("pay", "Pay", lambda name=name: calls.append(name), 3600)
+        first = a.dispatch("pay", run_key="invoice-42")
+        again = b.dispatch("pay", run_key="invoice-42")
+        assert first.outcome == "ran" and again.outcome == "duplicate"
+        assert first.run is not None and again.run is not None
+        assert again.run.run_id == first.run.run_id and again.run.outcome == "completed"
+        assert b.trigger_job("pay", run_key="invoice-42") is True  # answered, not re-run
+        assert calls == ["a"]
+
+
+@pytest.fixture
+def held_lock(state_dir: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding state.db's write lock, as a stuck process would."""
+    LocalJobManager(env={}, state_dir=state_dir).close()  # creates state.db
+    conn = sqlite3.connect(str(state_dir / "state.db"), isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_a_locked_store_degrades_loudly_and_loses_nothing(
+    state_dir: Path, held_lock: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SQLiteStore(state_dir / "state.db", busy_timeout=0.05, retry_interval=0.0)
+    manager = LocalJobManager(settings=Settings.from_env({"BGJOBS_SECRET": SECRET}), store=store)
+    try:
+        manager.schedule_job("flaky", "Flaky", _fail, 3600)
+        assert manager.trigger_job("flaky") and manager.trigger_job("flaky")
+
+        # The runs happened and are shown, from this process's memory.
+        status = manager.get_job_status("flaky")
+        assert status is not None and (status.runs, status.failures) == (2, 2)
+        assert [r.outcome for r in manager.get_job_runs("flaky")] == ["failed", "failed"]
+        health = manager.store_health()
+        assert health is not None and health["degraded"] and health["dropped_writes"] >= 2
+
+        # One WARNING naming the file, not one per write.
+        warnings = [
+            r
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "state.db" in r.getMessage()
+        ]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+        # Every face says whose truth it shows.
+        client = Client(create_app(manager, secret=SECRET))
+        answer = client.get("/api/cron/status", headers=AUTH)
+        assert answer.headers["Bgjobs-State-Store"].startswith("degraded; ")
+        assert "degraded" in client.get("/api/cron/", headers=AUTH).get_data(as_text=True)
+        metrics = client.get("/api/cron/metrics", headers=AUTH).get_data(as_text=True)
+        assert "bgjobs_state_store_degraded 1" in metrics
+
+        # Released: the store takes writes again and says so.
+        held_lock.rollback()
+        assert manager.trigger_job("flaky")
+        assert manager.store_health()["degraded"] is None  # type: ignore[index]
+        answer = client.get("/api/cron/status", headers=AUTH)
+        assert answer.headers["Bgjobs-State-Store"] == "shared"
+    finally:
+        manager.close()
+
+
+def test_memory_only_managers_say_so() -> None:
+    with LocalJobManager(env={"BGJOBS_SECRET": SECRET}) as manager:
+        assert manager.store is None and manager.store_health() is None
+        client = Client(create_app(manager, secret=SECRET))
+        assert (
+            client.get("/api/cron/status", headers=AUTH).headers["Bgjobs-State-Store"] == "memory"
+        )
+
+
+def test_the_state_directory_must_be_private(tmp_path: Path) -> None:
+    from bgjobs.errors import UnsafeLockDirError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(UnsafeLockDirError, match="shared"):
+        LocalJobManager(env={}, state_dir=shared)
