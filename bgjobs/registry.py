@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Dict, Iterator, List, Optional, TypeVar
 
+from .errors import InvalidScheduleError
 from .schedules import (
     IntervalSchedule,
     Schedule,
@@ -35,9 +36,13 @@ from .schedules import (
 )
 from .types import BackgroundJobManager, Interval, JobFunc, TimezoneArg
 
-__all__ = ["JobDefinition", "JobRegistry", "validate_job"]
+__all__ = ["RESERVED_JOB_IDS", "JobDefinition", "JobRegistry", "validate_job"]
 
 F = TypeVar("F", bound=Callable[[], object])
+
+
+RESERVED_JOB_IDS = frozenset({"status", "runs", "metrics"})
+"""Ids no job may have: ``<prefix>/status``, ``/runs/<id>`` and ``/metrics`` are endpoints."""
 
 
 def validate_job(job_id: object, name: object, job: object) -> None:
@@ -48,6 +53,12 @@ def validate_job(job_id: object, name: object, job: object) -> None:
         raise ValueError(
             f"job id {job_id!r} may not contain '/' or whitespace: it appears in URLs, "
             "lock file names and Trigger.dev keys (use e.g. 'repository-sync')"
+        )
+    if job_id in RESERVED_JOB_IDS:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: this id is reserved, because <prefix>/{job_id} is the "
+            f"{job_id} endpoint (reserved: {', '.join(sorted(RESERVED_JOB_IDS))}); rename "
+            "the job"
         )
     if not isinstance(name, str):
         raise TypeError(f"job {job_id!r}: name must be a string, got {name!r}")

@@ -32,16 +32,10 @@ __all__ = ["VercelJobManager", "vercel_cron_expression", "vercel_crons"]
 
 # What Vercel's cron parser accepts in a field: numbers, *, lists, ranges and steps.
 _VERCEL_FIELD = re.compile(r"^[0-9*,/-]+$")
-_RESERVED_IDS = frozenset({"status"})
 
 
 def vercel_cron_expression(job_id: str, schedule: Schedule) -> str:
     """The 5-field UTC cron Vercel runs ``schedule`` with, or :class:`InvalidScheduleError`."""
-    if job_id in _RESERVED_IDS:
-        raise InvalidScheduleError(
-            f"job {job_id!r}: this id cannot be dispatched by Vercel Cron, because "
-            f"<prefix>/{job_id} is the status endpoint; rename the job"
-        )
     if isinstance(schedule, CronSchedule) and not _is_utc(schedule.tz):
         raise InvalidScheduleError(
             f"job {job_id!r}: Vercel Cron runs in UTC, but this job's schedule is "

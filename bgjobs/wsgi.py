@@ -87,6 +87,7 @@ from ._web.prometheus import PROMETHEUS_TYPE, render_metrics
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import JobNotFoundError
 from .execution import BaseJobManager, DispatchResult
+from .registry import RESERVED_JOB_IDS
 from .types import BackgroundJobManager, JobRun, JobStatus, RunTrigger
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ _STATUS_ALLOW = ("GET", "HEAD", "OPTIONS")
 _DISPATCH_ALLOW = ("GET", "POST", "OPTIONS")
 _CONTROL_ALLOW = ("POST", "OPTIONS")
 
-RESERVED_PATHS = frozenset({"status", "runs", "metrics"})
+RESERVED_PATHS = RESERVED_JOB_IDS  # no job may have these ids (checked at declaration)
 """First path segments that are endpoints, never job ids (declaring such a job fails)."""
 
 RUNS_LIMIT_DEFAULT = 20

@@ -97,11 +97,13 @@ def test_vercel_crons_refuses_what_vercel_cannot_run_naming_the_job(
     assert fragment in str(caught.value)
 
 
-def test_vercel_crons_refuses_the_reserved_status_id() -> None:
+@pytest.mark.parametrize("reserved", ["status", "runs", "metrics"])
+def test_reserved_ids_are_refused_at_declaration(reserved: str) -> None:
     jobs = JobRegistry()
-    jobs.add_interval("status", "Status", noop, 300)
-    with pytest.raises(InvalidScheduleError, match=r"job 'status'.*status endpoint"):
-        vercel_crons(jobs)
+    with pytest.raises(InvalidScheduleError, match=rf"job '{reserved}'.*{reserved} endpoint"):
+        jobs.add_interval(reserved, "Reserved", noop, 300)
+    with pytest.raises(InvalidScheduleError, match=rf"job '{reserved}'"):
+        VercelJobManager(env={}).schedule_job(reserved, "Reserved", noop, 300)
 
 
 def test_vercel_crons_reads_bgjobs_timezone_for_cron_jobs_without_one() -> None:
