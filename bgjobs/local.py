@@ -119,7 +119,8 @@ class _Slot:
 class LocalJobManager(ManagedJobs):
     """Runs jobs in-process on timers, with per-job overlap locks and metrics.
 
-    ``clock`` replaces the time source used for due times (tests); ``env`` is where
+    ``clock`` replaces the time source used for due times (tests; a clock with a
+    ``wait(condition, timeout)`` method also decides how timers wait); ``env`` is where
     ``BGJOBS_TIMEZONE``, ``BGJOBS_LOCK_DIR`` and ``BGJOBS_SHUTDOWN_TIMEOUT`` are read
     (default ``os.environ``). ``lock_dir`` (default ``BGJOBS_LOCK_DIR``; ``None`` and unset
     mean no coordination) makes all processes sharing the directory run each scheduled
@@ -141,7 +142,10 @@ class LocalJobManager(ManagedJobs):
         super().__init__(clock=clock, env=env)
         source: Mapping[str, Any] = os.environ if env is None else env
         self._shutdown_timeout = _shutdown_timeout(source)
-        self._timers = TimerQueue(self._clock, max_workers=_max_workers(max_workers, source))
+        wait = getattr(self._clock, "wait", None)  # a test clock's: see TimerQueue
+        self._timers = TimerQueue(
+            self._clock, max_workers=_max_workers(max_workers, source), wait=wait
+        )
         if lock_dir is None:
             lock_dir = str(source.get("BGJOBS_LOCK_DIR") or "").strip() or None
         self._host: Optional[LockDirectory] = (

@@ -27,7 +27,7 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from .schedules import Clock
 
-__all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue"]
+__all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue", "Wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ DEFAULT_MAX_WORKERS = 10
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
 _COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
 _STEP_TOLERANCE = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
+
+Wait = Callable[[threading.Condition, float], object]
+"""``wait(condition, timeout)``: called with ``condition`` held, returns once ``timeout``
+seconds have passed on the queue's clock or ``condition`` was notified (early returns are
+fine: due times are checked again)."""
+
+
+def _condition_wait(condition: threading.Condition, timeout: float) -> None:
+    condition.wait(timeout)
 
 
 class TimerHandle:
@@ -76,13 +85,24 @@ class TimerQueue:
     The waiting thread only pops due timers and hands them over, so a slow callback
     never delays another timer; when every worker is busy, fires wait in order for one.
     Threads are daemons named ``<name>`` (the waiter) and ``<name>-worker``, and exit
-    when there is nothing left to do.
+    when there is nothing left to do. ``wait`` is how the waiter waits for the next due
+    time (see :data:`Wait`); ``None`` means ``condition.wait(timeout)``, real seconds, which
+    is right for the real clock. A clock that tests move by hand passes its own, like
+    ``sched.scheduler``'s ``delayfunc``.
     """
 
-    def __init__(self, clock: Clock, *, max_workers: int, name: str = "bgjobs") -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_workers: int,
+        name: str = "bgjobs",
+        wait: Optional[Wait] = None,
+    ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
         self._clock = clock
+        self._wait = wait if wait is not None else _condition_wait
         self._max_workers = max_workers
         self._name = name
         self._seq = itertools.count()
@@ -167,7 +187,7 @@ class TimerQueue:
                     heapq.heappush(heap, (handle._key, next(self._seq), handle))
                     continue
                 return handle
-            self._cond.wait(min(remaining, WALL_CLOCK_RECHECK))
+            self._wait(self._cond, min(remaining, WALL_CLOCK_RECHECK))
 
     def _notice_clock_step(self) -> None:
         offset = self._clock.time() - self._clock.monotonic()
