@@ -12,6 +12,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can import support_* and fakes
 
+from support_clock import ManualClock
+
 from bgjobs.local import LocalJobManager
 
 pytest_plugins = ["pytester"]  # tests/test_suite_guards.py runs the fixtures below in a sandbox
@@ -21,6 +23,23 @@ pytest_plugins = ["pytester"]  # tests/test_suite_guards.py runs the fixtures be
 def manager() -> Iterator[LocalJobManager]:
     """A fresh local manager (empty environment) that is stopped after the test."""
     m = LocalJobManager(env={})
+    try:
+        yield m
+    finally:
+        m.stop_all_jobs(wait=True, timeout=5)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only in ``clock.advance()``: timers on it never wait real seconds."""
+    return ManualClock()
+
+
+@pytest.fixture
+def manual_manager(clock: ManualClock) -> Iterator[LocalJobManager]:
+    """A local manager on ``clock`` with one worker, so fires run one at a time in due
+    order and ``support_clock.caught_up(manager._timers, clock)`` works; stopped after."""
+    m = LocalJobManager(clock=clock, env={}, max_workers=1)
     try:
         yield m
     finally:
