@@ -116,24 +116,31 @@ def test_a_new_job_is_created_with_key_external_id_and_a_spec_valid_body(
 
 
 def test_schedule_calls_return_at_once_while_the_server_hangs(
-    manager: TriggerDevJobManager, fake: FakeTriggerDev
+    managers: Callable[..., TriggerDevJobManager], fake: FakeTriggerDev
 ) -> None:
-    fake.hang_next(1.0, count=2)  # the first registration's GET and its retry
+    # The first registration's GET and its retry hang until cut. A call that waited for
+    # the network would wait at least the 5 s read timeout: ten times the bound below.
+    fake.hang_next(60.0, count=2)
+    manager = managers(client=fast_client(fake, read_timeout=5.0))
 
     started = time.perf_counter()
     manager.schedule_job("a", "A", noop, 300)
     manager.schedule_cron_job("b", "B", noop, "0 9 * * *")
     manager.schedule_job("a", "A", noop, 600)  # rescheduling is just as quick
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.5
+    wait_until(lambda: [r.fault for r in fake.requests] == ["hang"])  # in flight, hanging
 
     started = time.perf_counter()
     with pytest.raises(TimeoutError, match="still running"):
         manager.sync(timeout=0.2)
-    assert 0.15 < time.perf_counter() - started < 0.5
+    assert 0.15 < time.perf_counter() - started < 2.0  # the timeout, not the read timeout
 
-    # The hung attempt fails after its read timeouts; this sync retries it.
+    # The server drops both hanging attempts: that registration fails, and the worker
+    # goes on with the queue, which holds the latest schedule of "a".
+    fake.cut_hangs()
     assert manager.sync(timeout=5) == {"a": "created", "b": "created"}
     assert remote_cron(fake, "bgjobs:production:a") == "*/10 * * * *"
+    assert [r.fault for r in fake.requests[:2]] == ["hang", "hang"]
 
 
 def test_registering_an_unchanged_schedule_writes_nothing(
