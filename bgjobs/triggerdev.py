@@ -54,7 +54,7 @@ from .schedules import (
     resolve_timezone,
     to_five_field_cron,
 )
-from .triggerdev_client import ScheduleObject, TriggerDevClient
+from .triggerdev_client import DEFAULT_MAX_ATTEMPTS, ScheduleObject, TriggerDevClient
 from .types import TriggerDevConfig
 
 __all__ = [
@@ -131,8 +131,10 @@ class TriggerDevJobManager(ManagedJobs):
     ``config`` defaults to :func:`~bgjobs.config.get_trigger_dev_config` (read from
     ``env``, default ``os.environ``); ``task_id`` to ``TRIGGER_DEV_TASK_ID``, else
     ``bgjobs-dispatch``. ``session`` is an optional ``requests.Session``;
-    ``connect_timeout``/``read_timeout`` (seconds) apply to every call. ``client``
-    replaces the whole HTTP client (then ``session`` and the timeouts are unused).
+    ``connect_timeout``/``read_timeout`` (seconds) apply to every call, and
+    ``TRIGGER_DEV_MAX_ATTEMPTS`` (default 5) bounds the attempts of each. ``client``
+    replaces the whole HTTP client (then ``session``, the timeouts and the attempts are
+    unused).
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class TriggerDevJobManager(ManagedJobs):
         )
         self.key_prefix = f"bgjobs:{self.config.environment}:"
         self._timeouts = (connect_timeout, read_timeout)
+        self._max_attempts = _max_attempts(source)
         # A client we build on our own pool is rebuilt in a forked child; one handed in
         # (or built on a caller's session) is the caller's to manage.
         self._owns_pool = client is None and session is None
@@ -188,6 +191,7 @@ class TriggerDevJobManager(ManagedJobs):
             session=session,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_attempts=self._max_attempts,
         )
 
     def __repr__(self) -> str:
@@ -598,6 +602,20 @@ class TriggerDevJobManager(ManagedJobs):
 
     def _format_exception(self, exc: BaseException) -> str:
         return self._scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def _max_attempts(env: Mapping[str, Any]) -> int:
+    """``TRIGGER_DEV_MAX_ATTEMPTS``: attempts per API call, the first included (default 5)."""
+    raw = env.get("TRIGGER_DEV_MAX_ATTEMPTS")
+    if raw is None or str(raw).strip() == "":
+        return DEFAULT_MAX_ATTEMPTS
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = 0
+    if value < 1 or isinstance(raw, bool):
+        raise ValueError(f"TRIGGER_DEV_MAX_ATTEMPTS must be a whole number >= 1, got {raw!r}")
+    return value
 
 
 def _brief(error: TriggerDevError) -> str:

@@ -56,6 +56,7 @@ from .errors import TriggerDevError
 
 __all__ = [
     "DEFAULT_API_URL",
+    "DEFAULT_MAX_ATTEMPTS",
     "RunObject",
     "ScheduleEnvironment",
     "ScheduleGenerator",
@@ -66,6 +67,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.trigger.dev"
+
+DEFAULT_MAX_ATTEMPTS = 5
+"""Attempts per call, the first included, unless ``max_attempts`` says otherwise."""
 
 _RETRYABLE_NETWORK_ERRORS: Tuple[type[requests.RequestException], ...] = (
     requests.ConnectionError,
@@ -160,7 +164,7 @@ class TriggerDevClient:
         session: Optional[requests.Session] = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,

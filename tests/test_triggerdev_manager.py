@@ -837,6 +837,26 @@ def test_a_manager_without_an_api_key_is_refused_clearly() -> None:
         TriggerDevJobManager(TriggerDevConfig(enabled=True), env={})
 
 
+@pytest.mark.parametrize(("value", "attempts"), [(None, 5), ("2", 2), (" 7 ", 7)])
+def test_attempts_per_call_come_from_trigger_dev_max_attempts(
+    fake: FakeTriggerDev, value: Optional[str], attempts: int
+) -> None:
+    config = TriggerDevConfig(enabled=True, api_key=fake.api_key, api_url=fake.url)
+    env = {} if value is None else {"TRIGGER_DEV_MAX_ATTEMPTS": value}
+    manager = TriggerDevJobManager(config, env=env)
+    try:
+        assert manager.client._max_attempts == attempts
+    finally:
+        manager._close()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_trigger_dev_max_attempts_is_a_clear_error(value: str) -> None:
+    config = TriggerDevConfig(enabled=True, api_key="tr_dev_x", api_url="http://127.0.0.1:9")
+    with pytest.raises(ValueError, match=f"TRIGGER_DEV_MAX_ATTEMPTS .*{value!r}"):
+        TriggerDevJobManager(config, env={"TRIGGER_DEV_MAX_ATTEMPTS": value})
+
+
 # -- factory and the deploy step ------------------------------------------------------------
 
 
