@@ -1,4 +1,4 @@
-"""Helpers for the HTTP tests: a fake clock, a job that blocks on an event, a real server."""
+"""Helpers for the HTTP tests: a job that blocks on an event, a real server."""
 
 from __future__ import annotations
 
@@ -14,24 +14,6 @@ WAIT = 10.0
 
 def bearer(secret: str) -> Dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
-
-
-class FakeClock:
-    """A clock that moves only when told to (both wall and monotonic time)."""
-
-    def __init__(self, start: datetime) -> None:
-        self._wall = start.timestamp()
-        self._mono = 1000.0
-
-    def time(self) -> float:
-        return self._wall
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._wall += seconds
-        self._mono += seconds
 
 
 def utc(*args: int) -> datetime:
