@@ -83,17 +83,17 @@ def test_gunicorn_workers_run_each_fire_once_and_replace_a_killed_runner(
             return [line for line in read_lines(ticks) if line.pid != server.master_pid]
 
         # With --preload the arbiter runs the schedule until it forks, then hands it to a
-        # worker; from a worker's first run on, one worker runs it.
+        # worker; from a worker's first run on, one worker runs it. The window opens there.
         assert wait_for(lambda: bool(worker_lines()), 20), server.log_text()
         start = worker_lines()[0].time
-        assert wait_for(lambda: read_lines(ticks)[-1].time >= start + 2.0, 20)
-        window = [line for line in read_lines(ticks) if start <= line.time < start + 2.0]
+        assert wait_for(lambda: read_lines(ticks)[-1].time >= start + 1.6, 20)
+        window = [line for line in read_lines(ticks) if start <= line.time < start + 1.6]
         writers = {line.pid for line in window}
         assert len(writers) == 1, window
         (writer,) = writers
         assert writer in server.booted_workers() and writer != server.master_pid
         fires = assert_each_fire_ran_once(window, INTERVAL)
-        assert 8 <= fires <= 12, window  # one runner: 2 s / 0.2 s, give or take the edges
+        assert 6 <= fires <= 10, window  # one runner: 1.6 s / 0.2 s, give or take the edges
         assert len(window) <= fires
 
         killed_at = time.time()
@@ -107,7 +107,7 @@ def test_gunicorn_workers_run_each_fire_once_and_replace_a_killed_runner(
         )
         takeover = min(line.time for line in new_lines()) - killed_at
         assert takeover < 5.0
-        assert wait_for(lambda: len(new_lines()) >= 5, 10)  # a second of the new runner
+        assert wait_for(lambda: len(new_lines()) >= 4, 10)  # a few runs of the new runner
         after = new_lines()
         assert writer not in {line.pid for line in after}
         assert len({line.pid for line in after}) == 1, after

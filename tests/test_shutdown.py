@@ -44,7 +44,7 @@ def _wait_exit(proc: subprocess.Popen[str], timeout: float) -> float:
 @pytest.mark.slow
 def test_sigterm_lets_the_running_job_finish_before_exit(tmp_path: Path) -> None:
     out = tmp_path / "events.txt"
-    env = child_env(JOB_SECONDS="1.0")
+    env = child_env(JOB_SECONDS="0.5")
     with python_script("sigterm_script.py", str(out), "busy", env=env) as proc:
         assert read_line(proc, 20) == "ready"
         assert wait_for(lambda: any(line.event == "start" for line in read_lines(out)), 10)
@@ -53,7 +53,7 @@ def test_sigterm_lets_the_running_job_finish_before_exit(tmp_path: Path) -> None
         assert proc.returncode == 0
     events = [line.event for line in read_lines(out)]
     assert events == ["start", "sigterm", "end"], "one run, finished after SIGTERM"
-    assert took < 1.0 + 2.0  # the rest of the run, not the 10 s timeout
+    assert took < 0.5 + 2.0  # the rest of the run, not the 10 s timeout
 
 
 @pytest.mark.slow
