@@ -37,7 +37,7 @@ _EPSILON = 1e-6
 class ManualClock:
     """``monotonic()``/``time()`` that move only in :meth:`advance` (and :meth:`step`).
 
-    Starts at ``start`` (Unix seconds, default 2026-09-21T13:46:40Z) with the monotonic
+    Starts at ``start`` (Unix seconds, default 2026-09-21T14:13:20Z) with the monotonic
     clock at ``monotonic_start``. Timers compare due times exactly, so move the clock to
     or past them; steps that floats hold exactly (0.25 s, 1 s, not 0.1 s) land on them.
     """
