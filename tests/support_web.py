@@ -86,7 +86,12 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(app: Any) -> Iterator[str]:
     """Serve a WSGI app on 127.0.0.1 (a free port) in a thread; yields the base URL."""
     server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.01},  # shutdown() waits up to this long (default 0.5 s)
+        name="test-http",
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -201,7 +201,7 @@ def test_run_on_a_terminal_redraws_a_live_table(tmp_path: Path) -> None:
     )
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        cli_command("run", "app.py", "--duration", "1.2"),
+        cli_command("run", "app.py", "--duration", "0.8"),
         cwd=tmp_path,
         env=cli_env(TERM="xterm", COLUMNS="120"),
         stdin=subprocess.DEVNULL,

@@ -87,6 +87,18 @@ def test_a_wall_clock_timer_waits_on_when_the_clock_goes_back() -> None:
     assert fired.wait(WAIT)
 
 
+class _CountingClock(ManualClock):
+    """A ManualClock that counts how often its monotonic clock was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return super().monotonic()
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="bug: after a backward wall-clock step under _STEP_TOLERANCE, the waiter re-keys "
@@ -94,19 +106,24 @@ def test_a_wall_clock_timer_waits_on_when_the_clock_goes_back() -> None:
     "reaches the due time (up to 0.5 s of busy loop on the real clock; call_at blocks)",
 )
 def test_a_small_backward_wall_clock_step_does_not_block_arming() -> None:
-    queue, clock = manual_queue()
+    clock = _CountingClock()
+    queue = TimerQueue(clock, max_workers=1, wait=clock.wait)
     fired = threading.Event()
     queue.call_at(clock.time() + 1, True, fired.set)
+    later = clock.monotonic() + 60
     clock.step(-0.25)  # too small to count as a step: the due time is 0.25 s away again
-    clock.advance(1)  # the monotonic key passes
+    reads = clock.reads
+    clock.advance(1)  # the monotonic key passes: the waiter wakes and looks at the clock
+    deadline = time.monotonic() + WAIT
+    while clock.reads == reads and time.monotonic() < deadline:
+        time.sleep(0.001)
     armed = threading.Event()
     arming = threading.Thread(
-        target=lambda: (queue.call_at(clock.monotonic() + 60, False, lambda: None), armed.set()),
-        daemon=True,
+        target=lambda: (queue.call_at(later, False, lambda: None), armed.set()), daemon=True
     )
     arming.start()
     try:
-        assert armed.wait(0.5), "call_at blocked: the waiter holds the queue's lock"
+        assert armed.wait(0.25), "call_at blocked: the waiter holds the queue's lock"
     finally:
         clock.advance(0.25)  # the wall clock reaches the due time: any spin ends
         assert fired.wait(WAIT)
