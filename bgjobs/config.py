@@ -30,6 +30,7 @@ key                            meaning (default)
 ``TRIGGER_DEV_API_URL``        else ``TRIGGER_API_URL`` (``https://api.trigger.dev``)
 ``TRIGGER_DEV_ENVIRONMENT``    development | staging | production (``development``)
 ``TRIGGER_DEV_TASK_ID``        the dispatcher task's id (``bgjobs-dispatch``)
+``TRIGGER_DEV_MAX_ATTEMPTS``   attempts of each Trigger.dev API call, the first included (5)
 =============================  ===========================================================
 
 The module-level readers (:func:`get_scheduling_mode`, :func:`get_trigger_dev_config`,
@@ -73,6 +74,7 @@ DEFAULT_TASK_ID = "bgjobs-dispatch"
 DEFAULT_PREFIX = "/api/cron"
 DEFAULT_MAX_WORKERS = 10
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS = 5
 MODES: Tuple[SchedulingMode, ...] = ("trigger-dev", "vercel", "local", "disabled")
 
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -113,16 +115,17 @@ def _flag(env: Env, name: str, default: bool) -> bool:
     return is_truthy(raw)
 
 
-def _max_workers(env: Env) -> int:
-    raw = env.get("BGJOBS_MAX_WORKERS")
+def _whole_number(env: Env, name: str, default: int) -> int:
+    """A setting that must be a whole number >= 1; the error names it."""
+    raw = env.get(name)
     if raw is None or str(raw).strip() == "":
-        return DEFAULT_MAX_WORKERS
+        return default
     try:
         value = int(str(raw))
     except ValueError:
         value = 0
     if value < 1 or isinstance(raw, bool):
-        raise ValueError(f"BGJOBS_MAX_WORKERS must be a whole number >= 1, got {raw!r}")
+        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}")
     return value
 
 
@@ -287,6 +290,7 @@ class Settings:
     autostart: bool = True
     trigger_dev: TriggerDevConfig = field(default_factory=TriggerDevConfig)
     task_id: str = DEFAULT_TASK_ID
+    trigger_dev_max_attempts: int = DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
 
     @classmethod
     def from_env(cls, env: Optional[Env] = None) -> Settings:
@@ -299,13 +303,16 @@ class Settings:
             vercel=_get(source, "VERCEL") == "1",
             timezone=_get(source, "BGJOBS_TIMEZONE"),
             state_dir=_state_dir(source),
-            max_workers=_max_workers(source),
+            max_workers=_whole_number(source, "BGJOBS_MAX_WORKERS", DEFAULT_MAX_WORKERS),
             shutdown_timeout=_shutdown_timeout(source),
             secret=_get(source, "BGJOBS_SECRET", "CRON_SECRET"),
             url_prefix=normalize_prefix(_get(source, "BGJOBS_URL_PREFIX") or DEFAULT_PREFIX),
             autostart=_flag(source, "BGJOBS_AUTOSTART", True),
             trigger_dev=get_trigger_dev_config(source),
             task_id=_get(source, "TRIGGER_DEV_TASK_ID") or DEFAULT_TASK_ID,
+            trigger_dev_max_attempts=_whole_number(
+                source, "TRIGGER_DEV_MAX_ATTEMPTS", DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
+            ),
         )
 
     @classmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import math
+import threading
 import time
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, List, Optional, Protocol, Tuple
@@ -74,12 +75,26 @@ class Clock(Protocol):
         """Seconds since the Unix epoch (for calendar maths and displayed times)."""
         ...
 
+    def wait(self, condition: threading.Condition, timeout: float) -> object:
+        """Wait on ``condition`` (held by the caller) until notified or ``timeout`` seconds
+        pass on this clock; returning early is fine (callers check the time again)."""
+        ...
+
 
 class SystemClock:
-    """The real clock: :func:`time.monotonic` and :func:`time.time`."""
+    """The real clock: :func:`time.monotonic`, :func:`time.time` and real waits.
 
-    monotonic = staticmethod(time.monotonic)
-    time = staticmethod(time.time)
+    Each read calls the :mod:`time` function anew, so a library that patches it (freezegun)
+    is seen."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def wait(self, condition: threading.Condition, timeout: float) -> object:
+        return condition.wait(timeout)
 
 
 def format_seconds(seconds: float) -> str:

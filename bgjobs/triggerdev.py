@@ -122,8 +122,10 @@ class TriggerDevJobManager(BaseJobManager):
     ``config`` defaults to the settings' Trigger.dev part, ``task_id`` to
     ``TRIGGER_DEV_TASK_ID``, else ``bgjobs-dispatch`` (``settings`` default: read from
     ``env``, default ``os.environ``). ``session`` is an optional ``requests.Session``;
-    ``connect_timeout``/``read_timeout`` (seconds) apply to every call. ``client``
-    replaces the whole HTTP client (then ``session`` and the timeouts are unused).
+    ``connect_timeout``/``read_timeout`` (seconds) apply to every call, and
+    ``TRIGGER_DEV_MAX_ATTEMPTS`` (default 5) bounds the attempts of each. ``client``
+    replaces the whole HTTP client (then ``session``, the timeouts and the attempts are
+    unused).
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class TriggerDevJobManager(BaseJobManager):
             session=session,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
+            max_attempts=self.settings.trigger_dev_max_attempts,
         )
 
     def __repr__(self) -> str:

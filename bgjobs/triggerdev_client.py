@@ -52,11 +52,13 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from .config import DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
 from .errors import TriggerDevError
 from .types import DEFAULT_TRIGGER_DEV_API_URL
 
 __all__ = [
     "DEFAULT_API_URL",
+    "DEFAULT_MAX_ATTEMPTS",
     "RunObject",
     "ScheduleEnvironment",
     "ScheduleGenerator",
@@ -68,6 +70,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = DEFAULT_TRIGGER_DEV_API_URL
+
+DEFAULT_MAX_ATTEMPTS = DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
+"""Attempts per call, the first included, unless ``max_attempts`` says otherwise."""
 
 _RETRYABLE_NETWORK_ERRORS: Tuple[type[requests.RequestException], ...] = (
     requests.ConnectionError,
@@ -162,7 +167,7 @@ class TriggerDevClient:
         session: Optional[requests.Session] = None,
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -11,13 +12,34 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # so tests can import support_* and fakes
 
+from support_clock import ManualClock
+
 from bgjobs.local import LocalJobManager
+
+pytest_plugins = ["pytester"]  # tests/test_suite_guards.py runs the fixtures below in a sandbox
 
 
 @pytest.fixture
 def manager() -> Iterator[LocalJobManager]:
     """A fresh local manager (empty environment) that is stopped after the test."""
     m = LocalJobManager(env={})
+    try:
+        yield m
+    finally:
+        m.stop_all_jobs(wait=True, timeout=5)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that moves only in ``clock.advance()``: timers on it never wait real seconds."""
+    return ManualClock()
+
+
+@pytest.fixture
+def manual_manager(clock: ManualClock) -> Iterator[LocalJobManager]:
+    """A local manager on ``clock`` with one worker, so fires run one at a time in due
+    order and ``support_clock.caught_up(manager._timers, clock)`` works; stopped after."""
+    m = LocalJobManager(clock=clock, env={}, max_workers=1)
     try:
         yield m
     finally:
@@ -39,6 +61,48 @@ def _reset_singleton() -> Iterator[None]:
     from bgjobs.factory import reset_job_manager
 
     reset_job_manager()
+
+
+class _Records(logging.Handler):
+    """Keeps every record it is handed (at ``level`` and above)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: List[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_critical_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test if anything under the ``bgjobs`` logger logs at CRITICAL.
+
+    bgjobs logs CRITICAL only where it catches its own bug so that a thread survives (a
+    timer callback, an election round, the Trigger.dev registration thread); such an
+    exception never reaches ``threading.excepthook``, so ``thread_errors`` cannot see it.
+    A test that provokes one on purpose says so with ``@pytest.mark.allow_critical``.
+    """
+    if request.node.get_closest_marker("allow_critical") is not None:
+        yield
+        return
+    handler = _Records(logging.CRITICAL)
+    logger = logging.getLogger("bgjobs")
+    logger.addHandler(handler)
+    try:
+        yield  # torn down after the test's other fixtures (a manager's stop) have run
+    finally:
+        logger.removeHandler(handler)
+    if handler.records:
+        listed = "\n".join(_describe(record) for record in handler.records)
+        pytest.fail(f"bgjobs logged at CRITICAL (a bug it caught in a thread):\n{listed}")
+
+
+def _describe(record: logging.LogRecord) -> str:
+    line = f"  {record.name}: {record.getMessage()}"
+    if record.exc_info and record.exc_info[1] is not None:
+        line += f" [{type(record.exc_info[1]).__name__}: {record.exc_info[1]}]"
+    return line
 
 
 @pytest.fixture

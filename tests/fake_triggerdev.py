@@ -167,6 +167,7 @@ class FakeTriggerDev:
         self._faults: List[_Fault] = []
         self._requests: List[RecordedRequest] = []
         self._stopping = threading.Event()
+        self._hangs_cut = threading.Event()  # set: hangs end at once, unanswered
         self._connections: Set[socket.socket] = set()
         self._connections_lock = threading.Lock()  # guards _connections
         self._server: Optional[_Server] = None
@@ -191,6 +192,7 @@ class FakeTriggerDev:
     def stop(self) -> None:
         """Stop serving; hanging requests are cut, open connections closed."""
         self._stopping.set()
+        self._hangs_cut.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -296,6 +298,11 @@ class FakeTriggerDev:
         gave up meanwhile. :meth:`stop` cuts the wait short (without processing).
         """
         self._add(_Fault("hang", count, method, path, seconds=seconds))
+
+    def cut_hangs(self) -> None:
+        """End every hang, now and from now on, by closing its connection unanswered (as a
+        server that crashes mid-request does): the client sees a dropped connection."""
+        self._hangs_cut.set()
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -721,7 +728,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.kind == "hang":
             record.fault = "hang"
-            if fake._stopping.wait(fault.seconds):
+            if fake._hangs_cut.wait(fault.seconds):
                 self.close_connection = True
                 return
 

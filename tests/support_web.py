@@ -1,4 +1,4 @@
-"""Helpers for the HTTP tests: a fake clock, a job that blocks on an event, a real server."""
+"""Helpers for the HTTP tests: a job that blocks on an event, a real server."""
 
 from __future__ import annotations
 
@@ -14,24 +14,6 @@ WAIT = 10.0
 
 def bearer(secret: str) -> Dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
-
-
-class FakeClock:
-    """A clock that moves only when told to (both wall and monotonic time)."""
-
-    def __init__(self, start: datetime) -> None:
-        self._wall = start.timestamp()
-        self._mono = 1000.0
-
-    def time(self) -> float:
-        return self._wall
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._wall += seconds
-        self._mono += seconds
 
 
 def utc(*args: int) -> datetime:
@@ -104,7 +86,12 @@ class _QuietHandler(WSGIRequestHandler):
 def serve(app: Any) -> Iterator[str]:
     """Serve a WSGI app on 127.0.0.1 (a free port) in a thread; yields the base URL."""
     server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.01},  # shutdown() waits up to this long (default 0.5 s)
+        name="test-http",
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

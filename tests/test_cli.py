@@ -95,22 +95,22 @@ def _one_error_line(stderr: str) -> str:
 def test_run_prints_each_run_and_the_metrics_and_stops_after_duration(tmp_path: Path) -> None:
     write_app(tmp_path, BASIC_APP)
     started = time.monotonic()
-    result = run_cli("run", "app.py", "--duration", "2", cwd=tmp_path)
+    result = run_cli("run", "app.py", "--duration", "1.2", cwd=tmp_path)
     elapsed = time.monotonic() - started
 
     assert result.returncode == 0, result.stderr
-    assert elapsed >= 2
+    assert elapsed >= 1.2
     out = result.stdout
-    assert "bgjobs: running 4 jobs from app.py for 2.0s" in out
+    assert "bgjobs: running 4 jobs from app.py for 1.2s" in out
     assert re.search(
         r"Z tick: completed in \d\.\d{3}s \(run \d+(, \d+ since the last line)?, next ", out
     )
     assert "boom: FAILED after" in out and "ValueError: kaboom" in out
-    assert "bgjobs: stopped after 2.0s (duration reached)" in out
+    assert "bgjobs: stopped after 1.2s (duration reached)" in out
     metrics = re.search(r"Metrics: (\d+) runs \((\d+) succeeded, (\d+) failed\)", out)
     assert metrics, out
     total, succeeded, failed = map(int, metrics.groups())
-    assert total == succeeded + failed and succeeded >= 5 and failed >= 3
+    assert total == succeeded + failed and succeeded >= 3 and failed >= 2  # ticks, booms
     # The library's own log goes to stderr: the failure with its traceback.
     assert "ERROR bgjobs.execution: job 'boom' (Boom) failed" in result.stderr
     assert "Traceback (most recent call last)" in result.stderr
@@ -123,7 +123,8 @@ def test_signal_stops_scheduling_and_waits_for_the_running_job(
 ) -> None:
     write_app(tmp_path, SLOW_APP)
     marker = tmp_path / "marker.txt"
-    proc, out, err = start_cli("run", "app.py", cwd=tmp_path, env=cli_env(MARKER_FILE=str(marker)))
+    env = cli_env(MARKER_FILE=str(marker), SLOW_SECONDS="0.5")
+    proc, out, err = start_cli("run", "app.py", cwd=tmp_path, env=env)
     try:
         assert wait_for(lambda: marker.exists() and "start" in marker.read_text()), err.text
         proc.send_signal(signum)
@@ -200,7 +201,7 @@ def test_run_on_a_terminal_redraws_a_live_table(tmp_path: Path) -> None:
     )
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        cli_command("run", "app.py", "--duration", "1.2"),
+        cli_command("run", "app.py", "--duration", "0.8"),
         cwd=tmp_path,
         env=cli_env(TERM="xterm", COLUMNS="120"),
         stdin=subprocess.DEVNULL,
@@ -625,9 +626,9 @@ def test_exec_and_run_of_a_flask_app_factory_run_in_its_app_context(tmp_path: Pa
     assert marker.read_text().splitlines() == ["factory-app:yes"] * 3
 
     marker.unlink()
-    result = run_cli("run", "app.py:create_app", "--duration", "1.5", cwd=tmp_path, env=env)
+    result = run_cli("run", "app.py:create_app", "--duration", "1", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert "bgjobs: running 1 job from app.py:create_app() for 1.5s" in result.stdout
+    assert "bgjobs: running 1 job from app.py:create_app() for 1.0s" in result.stdout
     runs = int(re.findall(r"Metrics: (\d+) runs? ", result.stdout)[0])
     assert runs >= 3
     assert marker.read_text().splitlines() == ["factory-app:yes"] * runs  # none twice

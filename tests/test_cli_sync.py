@@ -86,9 +86,13 @@ def test_sync_without_an_api_key_is_one_line_and_exit_2(app_file: Path, tmp_path
 def test_sync_failure_exits_1_without_leaking_the_key(
     fake: FakeTriggerDev, app_file: Path, tmp_path: Path
 ) -> None:
-    fake.fail_next(500, count=50)
-    env = cli_env(**trigger_env(fake))
+    # Every answer is a 500 that quotes the key back. Two attempts per call (instead of
+    # five, with up to 7.5 s of backoff each) still log a retry and give up.
+    fake.fail_next(500, count=50, body={"error": f"cannot handle Bearer {fake.api_key}"})
+    env = cli_env(**trigger_env(fake, TRIGGER_DEV_MAX_ATTEMPTS="2"))
     result = run_cli("sync", str(app_file), "--timeout", "60", cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 1
     assert fake.api_key not in result.stdout + result.stderr
     assert "bgjobs: error:" in result.stderr
+    assert "retrying in" in result.stderr and "gave up after 2 attempts" in result.stderr
+    assert "cannot handle Bearer ***" in result.stderr  # the server's text, scrubbed

@@ -13,6 +13,7 @@ import threading
 from typing import Any, List
 
 import pytest
+from support_clock import ManualClock
 
 from bgjobs import (
     BGJobsError,
@@ -33,24 +34,6 @@ def noop() -> None:
 @pytest.fixture(autouse=True)
 def _fail_on_thread_errors(thread_errors: List[BaseException]) -> None:
     """Every test here fails if a thread (a timer, a worker) dies with an exception."""
-
-
-class StepClock:
-    """A clock that only moves when told: ``advance(seconds)`` moves both clocks."""
-
-    def __init__(self) -> None:
-        self._mono = 100.0
-        self._time = 1_790_000_000.0  # 2026-09-21T...Z
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def time(self) -> float:
-        return self._time
-
-    def advance(self, seconds: float) -> None:
-        self._mono += seconds
-        self._time += seconds
 
 
 # --- bad input fails fast and registers nothing -----------------------------------------------
@@ -392,7 +375,7 @@ def test_callable_object_and_lambda_jobs_are_accepted(manager: LocalJobManager) 
 
 
 def test_status_times_and_durations_come_from_the_injected_clock() -> None:
-    clock = StepClock()
+    clock = ManualClock()
     m = LocalJobManager(clock=clock, env={})
     try:
         durations = iter([2.0, 4.0, 6.0])
@@ -420,7 +403,7 @@ def test_status_times_and_durations_come_from_the_injected_clock() -> None:
 
 
 def test_metrics_average_counts_failed_runs_too() -> None:
-    clock = StepClock()
+    clock = ManualClock()
     m = LocalJobManager(clock=clock, env={})
     try:
 

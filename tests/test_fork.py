@@ -19,6 +19,7 @@ import pytest
 from support_mp import fork_and_report, forked_event, read_lines, wait_for
 from test_multiprocess import assert_each_fire_ran_once
 
+import bgjobs._local.leadership as leadership
 from bgjobs.local import LocalJobManager
 
 pytestmark = [
@@ -139,8 +140,11 @@ def test_child_rebuilds_locks_that_another_thread_held_at_fork(
 
 @pytest.mark.parametrize("use_lock_dir", [False, True], ids=["no-lock-dir", "lock-dir"])
 def test_fork_from_inside_a_running_job(
-    tmp_path: Path, use_lock_dir: bool, warnings_log: ListHandler
+    tmp_path: Path, use_lock_dir: bool, warnings_log: ListHandler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Election rounds 10 times a second instead of once (DEFER_SECONDS stays as it is):
+    # the parent notices the child is gone sooner, and takes its schedule back as late.
+    monkeypatch.setattr(leadership, "ELECTION_INTERVAL", 0.1)
     beats = tmp_path / "beats.txt"
     manager = LocalJobManager(env={}, lock_dir=tmp_path / "locks" if use_lock_dir else None)
     manager.schedule_job("beat", "Beat", _beat_writer(beats, [manager]), BEAT)

@@ -1,7 +1,11 @@
 """LocalJobManager with real timer threads: timing, overlap, failures, stopping.
 
-Intervals are 50-200 ms. Tests wait on events with generous timeouts, never for a fixed
-long time; the only fixed waits are the few intervals a "nothing more happens" check needs.
+Most tests run on a :class:`ManualClock`: a job is due when the test moves the clock,
+the run happens on a real worker thread, and the test waits for it on an event (5 s at
+most, which only a broken manager needs). "Nothing more runs" checks move the clock past
+the fires that must not happen and wait until the timers have caught up with it. A few
+tests keep the real clock, for what only it can show (drift, a cron on the wall clock,
+timeouts in real seconds), with bounds a loaded two-core machine keeps.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, List, Tuple
 
 import pytest
+from support_clock import ManualClock, caught_up
 
 from bgjobs import InvalidScheduleError, LocalJobManager
 from bgjobs.schedules import IntervalSchedule
@@ -60,6 +65,16 @@ class Calls:
             return self._cond.wait_for(lambda: len(self.times) >= n, timeout)
 
 
+def advance(manager: LocalJobManager, clock: ManualClock, seconds: float, times: int = 1) -> None:
+    """Move ``clock`` on by ``seconds``, ``times`` times; each time, return once every tick
+    due by then has run to its end (``manager`` has one worker, so ticks and their runs
+    happen in due order). One interval at a time: a bigger step coalesces the fires it
+    passes, as a late timer does."""
+    for _ in range(times):
+        clock.advance(seconds)
+        caught_up(manager._timers, clock)
+
+
 def status_of(manager: LocalJobManager, job_id: str) -> Any:
     status = manager.get_job_status(job_id)
     assert status is not None
@@ -90,20 +105,20 @@ def snapshot_when(
 # --- timing --------------------------------------------------------------------------------
 
 
-def test_first_run_comes_one_interval_after_scheduling(manager: LocalJobManager) -> None:
+def test_first_run_comes_one_interval_after_scheduling(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     calls = Calls()
-    before_wall = datetime.now(timezone.utc)
-    start = time.monotonic()
-    manager.schedule_job("first", "First", calls, 0.2)
-    after_wall = datetime.now(timezone.utc)
-    next_run = status_of(manager, "first").next_run
-    slack = timedelta(milliseconds=5)  # converting monotonic due times to wall time
-    assert before_wall + timedelta(seconds=0.2) - slack <= next_run
-    assert next_run <= after_wall + timedelta(seconds=0.2) + slack
+    scheduled_at = datetime.fromtimestamp(clock.time(), timezone.utc)
+    manual_manager.schedule_job("first", "First", calls, 0.5)
+    next_run = status_of(manual_manager, "first").next_run
+    assert next_run == scheduled_at + timedelta(seconds=0.5)
+    advance(manual_manager, clock, 0.5 - 2**-20)
+    assert calls.count == 0  # not a moment before its due time
+    clock.advance(2**-20)
     assert calls.wait_for(1)
-    elapsed = calls.times[0] - start
-    # Not before the interval; the upper bound only allows for a loaded machine.
-    assert 0.2 - 0.002 <= elapsed < 0.2 + 0.3, f"first run after {elapsed:.3f}s"
+    assert finished_runs(manual_manager, "first", 1)
+    assert status_of(manual_manager, "first").last_run == next_run
 
 
 def _least_squares_slope(xs: List[float], ys: List[float]) -> float:
@@ -112,7 +127,7 @@ def _least_squares_slope(xs: List[float], ys: List[float]) -> float:
 
 
 def test_interval_runs_do_not_drift(manager: LocalJobManager) -> None:
-    """The lateness of run k against ``start + k * interval`` does not grow.
+    """The lateness of run k against ``start + k * interval`` does not grow (real clock).
 
     Scheduling noise is one-sided (a thread can wake late, never early) and on a loaded
     machine it reaches tens of milliseconds, so the assertions use the lower envelope of
@@ -169,139 +184,185 @@ def test_interval_runs_do_not_drift(manager: LocalJobManager) -> None:
     assert envelope_slope < 0.0002, f"lateness grows by {envelope_slope * 1000:.3f} ms/run"
 
 
-def test_slow_job_never_overlaps_and_skipped_ticks_are_counted(
-    manager: LocalJobManager,
-) -> None:
+def test_runs_stay_on_the_grid_of_due_times_however_long_they_take(clock: ManualClock) -> None:
+    """Each next due time is the previous due time plus the interval, not the end of the
+    run plus the interval (which drifts by the run's length every run)."""
+    manager = LocalJobManager(clock=clock, env={}, max_workers=1)
+    start = clock.time()
+    nexts: List[float] = []
+
+    def job() -> None:
+        clock.advance(0.25)  # a run that takes a quarter of its interval
+        status = status_of(manager, "grid")
+        nexts.append(status.next_run.timestamp())
+
+    try:
+        manager.schedule_job("grid", "Grid", job, 1.0)
+        advance(manager, clock, 1.0)  # due at start + 1; the run ends at start + 1.25
+        advance(manager, clock, 0.75, times=2)  # due at start + 2, then start + 3
+        assert nexts == [start + 2.0, start + 3.0, start + 4.0]
+        assert status_of(manager, "grid").skips == 0
+    finally:
+        manager.stop_all_jobs(wait=True, timeout=5)
+
+
+def test_slow_job_never_overlaps_and_skipped_ticks_are_counted(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={}, max_workers=2)  # a tick finds it busy
     lock = threading.Lock()
-    active = [0]
-    peak = [0]
+    active, peak = [0], [0]
+    release = threading.Semaphore(0)
 
     def slow() -> None:
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.17)  # the job's own work: over three 50 ms intervals
+        assert release.acquire(timeout=5)  # the job's own work, as long as the test says
         with lock:
             active[0] -= 1
 
     calls = Calls(slow)
-    manager.schedule_job("slow", "Slow", calls, 0.05)
-    assert calls.wait_for(3, timeout=10)
-    manager.stop_all_jobs(wait=True, timeout=5)
+    try:
+        manager.schedule_job("slow", "Slow", calls, 0.25)
+        for run in (1, 2):
+            clock.advance(0.25)
+            assert calls.wait_for(run)
+            for tick in range(1, 4):  # three ticks come while this run goes on
+                clock.advance(0.25)
+                skips = 3 * (run - 1) + tick
+                assert wait_until(lambda: status_of(manager, "slow").skips == skips)  # noqa: B023
+            release.release()
+            assert finished_runs(manager, "slow", run)
+        manager.stop_all_jobs(wait=True, timeout=5)
+    finally:
+        for _ in range(2):
+            release.release()
+        manager.stop_all_jobs(wait=True, timeout=5)
     status = status_of(manager, "slow")
     metrics = manager.get_job_metrics()
     assert peak[0] == 1
-    assert status.skips >= 4, status  # each 170 ms run covers about three ticks
-    assert status.skips == metrics.skipped_executions
-    assert status.runs == metrics.total_executions == calls.count
+    assert status.skips == metrics.skipped_executions == 6
+    assert status.runs == metrics.total_executions == calls.count == 2
 
 
 def test_failing_job_is_recorded_logged_and_keeps_its_schedule(
-    manager: LocalJobManager, caplog: pytest.LogCaptureFixture
+    manual_manager: LocalJobManager, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     def boom() -> None:
         raise ValueError("boom")
 
     calls = Calls(boom)
     with caplog.at_level(logging.ERROR, logger="bgjobs"):
-        manager.schedule_job("fragile", "Fragile", calls, 0.05)
-        assert calls.wait_for(3)  # it ran again after failing, twice
-        status = snapshot_when(manager, "fragile", lambda s: s.runs >= 3 and s.status != "running")
-        assert status.status == "failed"
+        manual_manager.schedule_job("fragile", "Fragile", calls, 0.25)
+        advance(manual_manager, clock, 0.25, times=3)  # it runs again after failing, twice
+        status = status_of(manual_manager, "fragile")
+        assert (status.runs, status.status) == (3, "failed")
         assert status.error == "ValueError: boom"
         assert status.next_run is not None
-        manager.stop_all_jobs(wait=True)
-    status = status_of(manager, "fragile")
+        manual_manager.stop_all_jobs(wait=True)
+    status = status_of(manual_manager, "fragile")
     assert status.error is None  # stopped now: error is shown only while failed
-    assert status.failures == status.runs >= 3
-    metrics = manager.get_job_metrics()
-    assert metrics.failed_jobs == status.runs and metrics.successful_jobs == 0
+    assert status.failures == status.runs == calls.count == 3
+    metrics = manual_manager.get_job_metrics()
+    assert metrics.failed_jobs == 3 and metrics.successful_jobs == 0
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) >= 3
+    assert len(errors) == 3
     for record in errors:
         assert "fragile" in record.getMessage()
         assert record.exc_info is not None and record.exc_info[0] is ValueError
 
 
-def test_failing_job_status_is_failed_between_runs(manager: LocalJobManager) -> None:
+def test_failing_job_status_is_failed_between_runs(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     def boom() -> None:
         raise ValueError("boom")
 
-    calls = Calls(boom)
-    manager.schedule_job("fragile", "Fragile", calls, 0.2)
-    assert calls.wait_for(1)
-    status = snapshot_when(manager, "fragile", lambda s: s.runs >= 1 and s.status != "running")
-    assert (status.status, status.error) == ("failed", "ValueError: boom")
+    manual_manager.schedule_job("fragile", "Fragile", boom, 0.25)
+    advance(manual_manager, clock, 0.25)
+    status = status_of(manual_manager, "fragile")
+    assert (status.status, status.error, status.runs) == ("failed", "ValueError: boom", 1)
     assert status.next_run is not None
 
 
-def test_rescheduling_the_same_id_replaces_the_job(manager: LocalJobManager) -> None:
+def test_rescheduling_the_same_id_replaces_the_job(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={}, max_workers=1)
     replaced = threading.Event()
     old, new = Calls(lambda: replaced.wait(5)), Calls()
-    manager.schedule_job("first", "First", lambda: None, HOUR)
-    manager.schedule_job("swap", "Old", old, 0.05)
-    manager.schedule_job("last", "Last", lambda: None, HOUR)
-    assert old.wait_for(1)
-    manager.schedule_job("swap", "New", new, 0.05)  # while the old job's first run goes on
-    replaced.set()
-    assert new.wait_for(4)
-    time.sleep(0.1)  # two more of the old job's intervals
-    assert old.count == 1
-    statuses = manager.get_all_job_statuses()
-    assert [s.id for s in statuses] == ["first", "swap", "last"]
-    assert statuses[1].name == "New" and statuses[1].schedule == "every 0.05s"
+    try:
+        manager.schedule_job("first", "First", lambda: None, HOUR)
+        manager.schedule_job("swap", "Old", old, 0.25)
+        manager.schedule_job("last", "Last", lambda: None, HOUR)
+        clock.advance(0.25)
+        assert old.wait_for(1)
+        manager.schedule_job("swap", "New", new, 0.25)  # while the old job's first run goes on
+        replaced.set()
+        advance(manager, clock, 0.25, times=4)  # the old job's next four due times too
+        assert (new.count, old.count) == (4, 1)
+        statuses = manager.get_all_job_statuses()
+        assert [s.id for s in statuses] == ["first", "swap", "last"]
+        assert statuses[1].name == "New" and statuses[1].schedule == "every 0.25s"
+    finally:
+        replaced.set()
+        manager.stop_all_jobs(wait=True, timeout=5)
 
 
-def test_a_failed_replacement_leaves_the_old_job_running(manager: LocalJobManager) -> None:
+def test_a_failed_replacement_leaves_the_old_job_running(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     calls = Calls()
-    manager.schedule_job("keep", "Keep", calls, 0.05)
-    assert calls.wait_for(1)
+    manual_manager.schedule_job("keep", "Keep", calls, 0.25)
+    advance(manual_manager, clock, 0.25)
+    assert calls.count == 1
     with pytest.raises(InvalidScheduleError):
-        manager.schedule_job("keep", "Keep v2", lambda: None, float("nan"))
+        manual_manager.schedule_job("keep", "Keep v2", lambda: None, float("nan"))
     with pytest.raises(InvalidScheduleError):
-        manager.schedule_cron_job("keep", "Keep v2", lambda: None, "0 0 30 2 *")
+        manual_manager.schedule_cron_job("keep", "Keep v2", lambda: None, "0 0 30 2 *")
     with pytest.raises(TypeError):
-        manager.schedule_job("keep", "Keep v2", None, 0.05)  # type: ignore[arg-type]
-    seen = calls.count
-    assert calls.wait_for(seen + 2)  # still ticking
-    status = status_of(manager, "keep")
-    assert (status.name, status.schedule) == ("Keep", "every 0.05s")
+        manual_manager.schedule_job("keep", "Keep v2", None, 0.25)  # type: ignore[arg-type]
+    advance(manual_manager, clock, 0.25, times=2)  # still ticking
+    assert calls.count == 3
+    status = status_of(manual_manager, "keep")
+    assert (status.name, status.schedule) == ("Keep", "every 0.25s")
     assert status.next_run is not None
 
 
-def test_a_job_can_reschedule_itself_from_inside_its_run(manager: LocalJobManager) -> None:
+def test_a_job_can_reschedule_itself_from_inside_its_run(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     v2 = Calls()
 
     def v1_action() -> None:
         if v1.count == 1:
-            manager.schedule_job("self", "Self v2", v2, 0.05)
+            manual_manager.schedule_job("self", "Self v2", v2, 0.25)
 
     v1 = Calls(v1_action)
-    manager.schedule_job("self", "Self v1", v1, 0.05)
-    assert v2.wait_for(3)
-    assert v1.count == 1
-    assert status_of(manager, "self").name == "Self v2"
+    manual_manager.schedule_job("self", "Self v1", v1, 0.25)
+    advance(manual_manager, clock, 0.25, times=4)
+    assert (v1.count, v2.count) == (1, 3)
+    assert status_of(manual_manager, "self").name == "Self v2"
 
 
 # --- stopping --------------------------------------------------------------------------------
 
 
-def test_stop_job_is_final_and_idempotent(manager: LocalJobManager) -> None:
+def test_stop_job_is_final_and_idempotent(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     calls = Calls()
-    manager.schedule_job("ticker", "Ticker", calls, 0.1)
-    assert calls.wait_for(2)
-    manager.stop_job("ticker")
-    manager.stop_job("ticker")
-    manager.stop_job("no-such-job")
-    assert wait_until(lambda: manager.running_job_ids() == [])  # a run already started ends
-    count = calls.count
-    time.sleep(0.35)  # three intervals and a half
-    assert calls.count == count
-    status = status_of(manager, "ticker")
+    manual_manager.schedule_job("ticker", "Ticker", calls, 0.5)
+    advance(manual_manager, clock, 0.5, times=2)
+    assert calls.count == 2
+    manual_manager.stop_job("ticker")
+    manual_manager.stop_job("ticker")
+    manual_manager.stop_job("no-such-job")
+    assert manual_manager._timers.pending() == 0  # its timer is cancelled, not just ignored
+    advance(manual_manager, clock, 0.5, times=3)  # three more due times pass
+    assert calls.count == 2
+    status = status_of(manual_manager, "ticker")
     assert status.status == "stopped" and status.next_run is None
-    assert wait_until(
-        lambda: not [t for t in threading.enumerate() if t.name == "bgjobs-ticker"], 1.0
-    ), "a timer thread of the stopped job is still alive"
+    assert not [t for t in threading.enumerate() if t.name == "bgjobs-ticker"], (
+        "a thread still carries the stopped job's name"
+    )
 
 
 def _replace(manager: LocalJobManager, job_id: str) -> None:
@@ -317,15 +378,15 @@ def _replace(manager: LocalJobManager, job_id: str) -> None:
     ],
 )
 def test_no_scheduled_run_starts_after_stop_returns(
-    manager: LocalJobManager,
+    manual_manager: LocalJobManager,
+    clock: ManualClock,
     stop: Callable[[LocalJobManager, str], None],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A tick that already decided to fire when the job is stopped (or replaced) must not
     run it: the stopped check and the start of the run are atomic (``run_scheduled``)."""
     # Hold the first tick right after it decided to fire (while it asks the schedule for
-    # the next due time), stop the job, then let the tick go on. Patched before the job
-    # exists, so even a very late test thread cannot miss the first tick.
+    # the next due time), stop the job, then let the tick go on.
     original = IntervalSchedule.next_due
     in_tick, resume = threading.Event(), threading.Event()
     tick_threads: List[threading.Thread] = []
@@ -339,22 +400,21 @@ def test_no_scheduled_run_starts_after_stop_returns(
 
     monkeypatch.setattr(IntervalSchedule, "next_due", paused)
     calls = Calls()
-    manager.schedule_job("racy", "Racy", calls, 0.05)
+    manual_manager.schedule_job("racy", "Racy", calls, 0.25)
+    clock.advance(0.25)
     assert in_tick.wait(5)
-    stop(manager, "racy")
+    stop(manual_manager, "racy")
     tick = tick_threads[0]
     assert tick.name == "bgjobs-racy"  # a pool worker carries the job's name during its tick
     resume.set()
-    # The tick is over when the worker takes its pool name back (or, were it a thread of
-    # its own, when it ends).
-    deadline = time.monotonic() + 5
-    while tick.name == "bgjobs-racy" and tick.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert tick.name != "bgjobs-racy" or not tick.is_alive()
+    caught_up(manual_manager._timers, clock)  # the one worker has finished that tick
+    assert tick.name != "bgjobs-racy"
     assert calls.count == 0, "the stopped job ran after stop returned"
 
 
-def test_run_still_going_when_its_job_is_stopped_ends_stopped(manager: LocalJobManager) -> None:
+def test_run_still_going_when_its_job_is_stopped_ends_stopped(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     started, release = threading.Event(), threading.Event()
 
     def blocking() -> None:
@@ -362,114 +422,131 @@ def test_run_still_going_when_its_job_is_stopped_ends_stopped(manager: LocalJobM
         assert release.wait(10)
         raise ValueError("late failure")
 
-    manager.schedule_job("busy", "Busy", blocking, 0.05)
+    manual_manager.schedule_job("busy", "Busy", blocking, 0.25)
     try:
+        clock.advance(0.25)
         assert started.wait(5)
-        manager.stop_job("busy")
-        assert status_of(manager, "busy").status == "stopped"
+        manual_manager.stop_job("busy")
+        assert status_of(manual_manager, "busy").status == "stopped"
     finally:
         release.set()
-    assert finished_runs(manager, "busy", 1)
-    status = status_of(manager, "busy")
+    caught_up(manual_manager._timers, clock)
+    status = status_of(manual_manager, "busy")
     assert (status.status, status.next_run, status.error) == ("stopped", None, None)
     assert status.runs == 1
 
 
-def test_stop_all_with_wait_blocks_until_the_running_job_ends(manager: LocalJobManager) -> None:
-    started, release, finished = threading.Event(), threading.Event(), threading.Event()
-    released_at: List[float] = []
+def test_stop_all_with_wait_blocks_until_the_running_job_ends(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
+    started, release, returned = threading.Event(), threading.Event(), threading.Event()
+    returned_before_the_end: List[bool] = []
 
     def blocking() -> None:
         started.set()
         release.wait(10)
-        finished.set()
+        returned_before_the_end.append(returned.is_set())
 
-    def do_release() -> None:
-        released_at.append(time.monotonic())
-        release.set()
+    def stop_all() -> None:
+        manual_manager.stop_all_jobs(wait=True)
+        returned.set()
 
-    manager.schedule_job("busy", "Busy", blocking, 0.05)
-    manager.schedule_job("idle", "Idle", lambda: None, HOUR)
+    manual_manager.schedule_job("busy", "Busy", blocking, 0.25)
+    manual_manager.schedule_job("idle", "Idle", lambda: None, HOUR)
+    clock.advance(0.25)
     assert started.wait(5)
-    releaser = threading.Timer(0.2, do_release)
-    releaser.start()
-    manager.stop_all_jobs(wait=True)
-    returned_at = time.monotonic()
-    releaser.join()
-    assert finished.is_set()
-    assert returned_at >= released_at[0]
-    assert {s.status for s in manager.get_all_job_statuses()} == {"stopped"}
-    assert manager.running_job_ids() == []
+    stopper = threading.Thread(target=stop_all)
+    stopper.start()
+    try:
+        assert wait_until(lambda: status_of(manual_manager, "idle").status == "stopped")
+        # Stopping is done and stop_all_jobs waits now; were it not to, it would have
+        # returned already.
+        assert not returned.wait(0.1)
+    finally:
+        release.set()
+        stopper.join(5)
+    assert returned.is_set() and returned_before_the_end == [False]
+    assert {s.status for s in manual_manager.get_all_job_statuses()} == {"stopped"}
+    assert manual_manager.running_job_ids() == []
 
 
-def test_stop_all_wait_timeout_bounds_the_wait(manager: LocalJobManager) -> None:
+def test_stop_all_wait_timeout_bounds_the_wait(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     started, release = threading.Event(), threading.Event()
 
     def blocking() -> None:
         started.set()
         release.wait(10)
 
-    manager.schedule_job("stuck", "Stuck", blocking, 0.05)
+    manual_manager.schedule_job("stuck", "Stuck", blocking, 0.25)
     try:
+        clock.advance(0.25)
         assert started.wait(5)
         begin = time.monotonic()
-        manager.stop_all_jobs(wait=True, timeout=0.2)
+        manual_manager.stop_all_jobs(wait=True, timeout=0.2)  # real seconds
         waited = time.monotonic() - begin
-        assert 0.19 <= waited < 1.5
-        assert manager.running_job_ids() == ["stuck"]
+        assert 0.19 <= waited < 2.0
+        assert manual_manager.running_job_ids() == ["stuck"]
     finally:
         release.set()
-    assert finished_runs(manager, "stuck", 1)
-    assert status_of(manager, "stuck").status == "stopped"
+    assert finished_runs(manual_manager, "stuck", 1)
+    assert status_of(manual_manager, "stuck").status == "stopped"
 
 
-def test_stop_all_without_wait_returns_at_once(manager: LocalJobManager) -> None:
+def test_stop_all_without_wait_returns_at_once(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     started, release = threading.Event(), threading.Event()
 
     def blocking() -> None:
         started.set()
         release.wait(10)
 
-    manager.schedule_job("stuck", "Stuck", blocking, 0.05)
+    manual_manager.schedule_job("stuck", "Stuck", blocking, 0.25)
     try:
+        clock.advance(0.25)
         assert started.wait(5)
         begin = time.monotonic()
-        manager.stop_all_jobs()
+        manual_manager.stop_all_jobs()
         assert time.monotonic() - begin < 2.0  # the job itself runs for up to 10 s
-        assert manager.running_job_ids() == ["stuck"]
+        assert manual_manager.running_job_ids() == ["stuck"]
     finally:
         release.set()
 
 
-def test_a_job_can_stop_itself_from_inside_its_run(manager: LocalJobManager) -> None:
+def test_a_job_can_stop_itself_from_inside_its_run(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     def action() -> None:
         if calls.count == 2:
-            manager.stop_job("quitter")
+            manual_manager.stop_job("quitter")
 
     calls = Calls(action)
-    manager.schedule_job("quitter", "Quitter", calls, 0.1)
-    assert calls.wait_for(2)
-    assert finished_runs(manager, "quitter", 2)
-    time.sleep(0.3)  # three intervals
+    manual_manager.schedule_job("quitter", "Quitter", calls, 0.5)
+    advance(manual_manager, clock, 0.5, times=5)
     assert calls.count == 2
-    status = status_of(manager, "quitter")
+    status = status_of(manual_manager, "quitter")
     assert (status.status, status.next_run, status.runs) == ("stopped", None, 2)
 
 
-def test_stop_all_with_wait_from_inside_a_job_does_not_deadlock(
-    manager: LocalJobManager,
-) -> None:
+def test_stop_all_with_wait_from_inside_a_job_does_not_deadlock(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={}, max_workers=2)
     returned = threading.Event()
 
     def stopper() -> None:
         manager.stop_all_jobs(wait=True)
         returned.set()
 
-    manager.schedule_job("stopper", "Stopper", stopper, 0.05)
-    manager.schedule_job("other", "Other", lambda: None, 0.05)
-    assert returned.wait(5), "stop_all_jobs(wait=True) inside a job never returned"
-    assert finished_runs(manager, "stopper", 1)
-    assert {s.status for s in manager.get_all_job_statuses()} == {"stopped"}
+    try:
+        manager.schedule_job("stopper", "Stopper", stopper, 0.25)
+        manager.schedule_job("other", "Other", lambda: None, 0.25)
+        clock.advance(0.25)
+        assert returned.wait(5), "stop_all_jobs(wait=True) inside a job never returned"
+        assert finished_runs(manager, "stopper", 1)
+        assert {s.status for s in manager.get_all_job_statuses()} == {"stopped"}
+    finally:
+        manager.stop_all_jobs(wait=True, timeout=5)
 
 
 def test_stop_all_with_wait_inside_a_triggered_job_does_not_deadlock(
@@ -491,20 +568,25 @@ def test_stop_all_with_wait_inside_a_triggered_job_does_not_deadlock(
 # --- other runtime properties -------------------------------------------------------------------
 
 
-def test_async_job_on_a_timer_runs_to_completion(manager: LocalJobManager) -> None:
+def test_async_job_on_a_timer_runs_to_completion(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     finished = Calls()
 
     async def job() -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
         finished()
 
-    manager.schedule_job("async", "Async", job, 0.05)
-    assert finished.wait_for(2)
-    assert finished_runs(manager, "async", 2)
-    assert status_of(manager, "async").failures == 0
+    manual_manager.schedule_job("async", "Async", job, 0.25)
+    advance(manual_manager, clock, 0.25, times=2)
+    assert finished.count == 2
+    status = status_of(manual_manager, "async")
+    assert (status.runs, status.failures) == (2, 0)
 
 
-def test_threads_are_daemons_and_a_run_carries_the_job_name(manager: LocalJobManager) -> None:
+def test_threads_are_daemons_and_a_run_carries_the_job_name(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
     seen: List[Tuple[str, bool]] = []
     ran = threading.Event()
 
@@ -513,8 +595,9 @@ def test_threads_are_daemons_and_a_run_carries_the_job_name(manager: LocalJobMan
         seen.append((thread.name, thread.daemon))
         ran.set()
 
-    manager.schedule_job("named", "Named", record, 0.05)
-    manager.schedule_job("idle", "Idle", lambda: None, HOUR)
+    manual_manager.schedule_job("named", "Named", record, 0.25)
+    manual_manager.schedule_job("idle", "Idle", lambda: None, HOUR)
+    clock.advance(0.25)
     assert ran.wait(5)
     assert seen[0] == ("bgjobs-named", True)
     ours = [t for t in threading.enumerate() if t.name.startswith("bgjobs")]
@@ -529,9 +612,26 @@ def test_cron_job_with_a_seconds_field_fires_on_the_real_clock(manager: LocalJob
     manager.schedule_cron_job("tick", "Tick", calls, "* * * * * *")
     next_run = status_of(manager, "tick").next_run
     assert next_run.microsecond == 0
-    assert calls.wait_for(1, timeout=3) and wait_until(lambda: bool(starts))
+    assert calls.wait_for(1, timeout=5) and wait_until(lambda: bool(starts))
     assert starts[0] >= next_run
-    assert (starts[0] - next_run).total_seconds() < 1.0
+    assert (starts[0] - next_run).total_seconds() < 2.0
+
+
+def test_a_cron_job_fires_at_its_wall_clock_times(
+    manual_manager: LocalJobManager, clock: ManualClock
+) -> None:
+    starts: List[datetime] = []
+    manual_manager.schedule_cron_job(
+        "tick", "Tick", lambda: starts.append(status_of(manual_manager, "tick").last_run),
+        "*/10 * * * * *",
+    )
+    first = status_of(manual_manager, "tick").next_run
+    assert first.second % 10 == 0 and first.microsecond == 0
+    advance(manual_manager, clock, first.timestamp() - clock.time() - 0.25)
+    assert starts == []
+    advance(manual_manager, clock, 0.25)
+    advance(manual_manager, clock, 10, times=2)
+    assert starts == [first, first + timedelta(seconds=10), first + timedelta(seconds=20)]
 
 
 @pytest.mark.parametrize("bad", ["0", "-3", "many", "1.5"])
@@ -540,26 +640,36 @@ def test_a_bad_max_workers_setting_is_a_clear_error(bad: str) -> None:
         LocalJobManager(env={"BGJOBS_MAX_WORKERS": bad})
 
 
-def test_max_workers_bounds_concurrent_scheduled_runs() -> None:
-    manager = LocalJobManager(env={}, max_workers=2)
-    lock = threading.Lock()
-    active, peak = [0], [0]
-    runs = threading.Semaphore(0)
+def test_max_workers_bounds_concurrent_scheduled_runs(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={}, max_workers=2)
+    state = threading.Condition()
+    active, peak, finished = [0], [0], [0]
+    release = threading.Semaphore(0)
 
     def slow() -> None:
-        with lock:
+        with state:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.1)
-        with lock:
+            state.notify_all()
+        assert release.acquire(timeout=5)
+        with state:
             active[0] -= 1
-        runs.release()
+            finished[0] += 1
+            state.notify_all()
 
     try:
         for i in range(5):
-            manager.schedule_job(f"slow-{i}", "Slow", slow, 0.05)
-        for _ in range(10):
-            assert runs.acquire(timeout=10)
+            manager.schedule_job(f"slow-{i}", "Slow", slow, 0.25)
+        clock.advance(0.25)  # five runs due at once, for two workers
+        for n in range(5):
+            busy, done = min(2, 5 - n), n + 1
+            with state:
+                assert state.wait_for(lambda: active[0] == busy, 5)  # noqa: B023
+            release.release()
+            with state:
+                assert state.wait_for(lambda: finished[0] == done, 5)  # noqa: B023
     finally:
+        for _ in range(5):
+            release.release()
         manager.stop_all_jobs(wait=True, timeout=5)
     assert peak[0] == 2

@@ -8,12 +8,12 @@ interesting instant, so that a real timer fires a fraction of a second later).
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import List, Optional
 
 import pytest
 from freezegun import freeze_time
+from support_clock import ManualClock, caught_up
 
 from bgjobs.local import LocalJobManager
 from bgjobs.schedules import (
@@ -256,41 +256,6 @@ def test_timezone_accepts_a_tzinfo_object() -> None:
 # --- managers on an injected clock ----------------------------------------------------------
 
 
-class FixedClock:
-    """Wall clock stopped at ``at``; monotonic clock stopped too."""
-
-    def __init__(self, at: datetime) -> None:
-        self._time = at.timestamp()
-
-    def time(self) -> float:
-        return self._time
-
-    def monotonic(self) -> float:
-        return 1000.0
-
-
-class ShiftedClock:
-    """A wall clock stopped at ``at`` until :meth:`start`, then advancing in real time.
-
-    Stopped while the test schedules its job, so a slow test thread cannot make the
-    clock pass the instant the test is about.
-    """
-
-    def __init__(self, at: datetime) -> None:
-        self._at = at.timestamp()
-        self._started: Optional[float] = None
-
-    def start(self) -> None:
-        self._started = time.monotonic()
-
-    def time(self) -> float:
-        started = self._started
-        return self._at if started is None else self._at + (time.monotonic() - started)
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 @pytest.fixture
 def stop_later():
     managers: List[LocalJobManager] = []
@@ -300,7 +265,7 @@ def stop_later():
 
 
 def test_manager_on_a_fake_clock_shows_cron_next_run(stop_later) -> None:
-    m = LocalJobManager(clock=FixedClock(utc(2026, 3, 28, 12)), env={})
+    m = LocalJobManager(clock=ManualClock(utc(2026, 3, 28, 12).timestamp()), env={})
     stop_later(m)
     m.schedule_cron_job("paris-0230", "Paris 02:30", lambda: None, "30 2 * * *",
                         timezone="Europe/Paris")
@@ -320,7 +285,7 @@ def test_manager_on_a_fake_clock_shows_cron_next_run(stop_later) -> None:
 
 
 def test_manager_default_timezone_comes_from_bgjobs_timezone(stop_later) -> None:
-    clock = FixedClock(utc(2026, 3, 28, 12))
+    clock = ManualClock(utc(2026, 3, 28, 12).timestamp())
     paris = LocalJobManager(clock=clock, env={"BGJOBS_TIMEZONE": "Europe/Paris"})
     plain = LocalJobManager(clock=clock, env={})
     stop_later(paris)
@@ -337,27 +302,26 @@ def test_manager_default_timezone_comes_from_bgjobs_timezone(stop_later) -> None
 
 
 def _run_once_at(at: datetime, expression: str, tz: Optional[str], stop_later):
-    """Schedule a cron job on a clock set 0.1 s before ``at``; return its status after it ran."""
-    clock = ShiftedClock(at - timedelta(seconds=0.1))
-    m = LocalJobManager(clock=clock, env={})
+    """Schedule a cron job on a manual clock set a moment before ``at``, move the clock to
+    ``at``; return the job's status once it ran."""
+    clock = ManualClock(at.timestamp() - 0.25)
+    m = LocalJobManager(clock=clock, env={}, max_workers=1)
     stop_later(m)
     ran = threading.Event()
     m.schedule_cron_job("dst", "DST job", ran.set, expression, timezone=tz)
     status = m.get_job_status("dst")
     assert status is not None and status.next_run == at
-    clock.start()
+    clock.advance(0.125)
+    caught_up(m._timers, clock)
+    assert not ran.is_set()
+    clock.advance(0.125)
     assert ran.wait(5), f"the job due at {at} never ran"
-    deadline = time.monotonic() + 5
-    while True:
-        status = m.get_job_status("dst")
-        assert status is not None
-        if status.status == "completed" or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
+    caught_up(m._timers, clock)  # the run is over
+    status = m.get_job_status("dst")
+    assert status is not None
     assert status.status == "completed"
     assert status.runs == 1
-    assert status.last_run is not None
-    assert abs((status.last_run - at).total_seconds()) < 1.0
+    assert status.last_run == at
     return status
 
 

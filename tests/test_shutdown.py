@@ -14,14 +14,21 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 import pytest
+from support_clock import ManualClock, caught_up
 from support_mp import child_env, gunicorn, python_script, read_line, read_lines, wait_for
 
 from bgjobs.local import LocalJobManager
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX signals")
+
+
+def _status(manager: LocalJobManager, job_id: str) -> Any:
+    status = manager.get_job_status(job_id)
+    assert status is not None
+    return status
 
 
 def _wait_exit(proc: subprocess.Popen[str], timeout: float) -> float:
@@ -37,7 +44,7 @@ def _wait_exit(proc: subprocess.Popen[str], timeout: float) -> float:
 @pytest.mark.slow
 def test_sigterm_lets_the_running_job_finish_before_exit(tmp_path: Path) -> None:
     out = tmp_path / "events.txt"
-    env = child_env(JOB_SECONDS="1.0")
+    env = child_env(JOB_SECONDS="0.5")
     with python_script("sigterm_script.py", str(out), "busy", env=env) as proc:
         assert read_line(proc, 20) == "ready"
         assert wait_for(lambda: any(line.event == "start" for line in read_lines(out)), 10)
@@ -46,7 +53,7 @@ def test_sigterm_lets_the_running_job_finish_before_exit(tmp_path: Path) -> None
         assert proc.returncode == 0
     events = [line.event for line in read_lines(out)]
     assert events == ["start", "sigterm", "end"], "one run, finished after SIGTERM"
-    assert took < 1.0 + 2.0  # the rest of the run, not the 10 s timeout
+    assert took < 0.5 + 2.0  # the rest of the run, not the 10 s timeout
 
 
 @pytest.mark.slow
@@ -108,40 +115,54 @@ def test_gunicorn_sigterm_lets_the_running_job_finish(tmp_path: Path) -> None:
 # -- LocalJobManager.shutdown -----------------------------------------------------------------
 
 
-def test_shutdown_stops_scheduling_and_waits_for_the_running_job() -> None:
-    manager = LocalJobManager(env={})
-    started, finished = threading.Event(), threading.Event()
+def test_shutdown_stops_scheduling_and_waits_for_the_running_job(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={}, max_workers=1)
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    results: List[bool] = []
 
     def job() -> None:
         started.set()
-        time.sleep(0.3)
+        release.wait(10)
         finished.set()
 
-    manager.schedule_job("job", "Job", job, 0.05)
+    manager.schedule_job("job", "Job", job, 0.25)
+    clock.advance(0.25)
     assert started.wait(5)
-    assert manager.shutdown(timeout=5) is True
-    assert finished.is_set()
+    stopper = threading.Thread(target=lambda: results.append(manager.shutdown(timeout=5)))
+    stopper.start()
+    try:
+        assert wait_for(lambda: _status(manager, "job").status == "stopped", 5)
+        stopper.join(0.1)
+        assert stopper.is_alive()  # stopping is done; shutdown waits for the run
+    finally:
+        release.set()
+        stopper.join(5)
+    assert results == [True] and finished.is_set()
     status = manager.get_job_status("job")
     assert status is not None and status.status == "stopped" and status.next_run is None
-    runs = status.runs
-    time.sleep(0.2)
-    assert manager.get_job_status("job").runs == runs  # type: ignore[union-attr]
+    for _ in range(3):  # due times pass: nothing runs
+        clock.advance(0.25)
+        caught_up(manager._timers, clock)
+    assert _status(manager, "job").runs == 1
 
 
-def test_shutdown_timeout_names_the_jobs_still_running(caplog: pytest.LogCaptureFixture) -> None:
-    manager = LocalJobManager(env={})
+def test_shutdown_timeout_names_the_jobs_still_running(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = LocalJobManager(clock=clock, env={})
     started, release = threading.Event(), threading.Event()
 
     def stuck() -> None:
         started.set()
         release.wait(10)
 
-    manager.schedule_job("stuck", "Stuck job", stuck, 0.05)
+    manager.schedule_job("stuck", "Stuck job", stuck, 0.25)
     try:
+        clock.advance(0.25)
         assert started.wait(5)
         with caplog.at_level(logging.WARNING, logger="bgjobs"):
             began = time.monotonic()
-            assert manager.shutdown(timeout=0.2) is False
+            assert manager.shutdown(timeout=0.2) is False  # real seconds
             assert time.monotonic() - began < 2.0
         messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert any("'stuck' (Stuck job) is still running" in m for m in messages), messages
@@ -163,11 +184,12 @@ def test_after_shutdown_scheduling_fails_but_trigger_job_works() -> None:
     assert manager.shutdown() is True  # idempotent
 
 
-def test_shutdown_timeout_comes_from_the_environment() -> None:
-    manager = LocalJobManager(env={"BGJOBS_SHUTDOWN_TIMEOUT": "0.1"})
+def test_shutdown_timeout_comes_from_the_environment(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={"BGJOBS_SHUTDOWN_TIMEOUT": "0.1"})
     release = threading.Event()
-    manager.schedule_job("stuck", "Stuck", lambda: release.wait(10), 0.05)
+    manager.schedule_job("stuck", "Stuck", lambda: release.wait(10), 0.25)
     try:
+        clock.advance(0.25)
         assert wait_for(lambda: manager.running_job_ids() == ["stuck"], 5)
         began = time.monotonic()
         assert manager.shutdown() is False
@@ -183,9 +205,13 @@ def test_a_bad_shutdown_timeout_is_a_clear_error(value: str) -> None:
         LocalJobManager(env={"BGJOBS_SHUTDOWN_TIMEOUT": value})
 
 
-def test_shutdown_from_inside_a_job_does_not_wait_for_itself() -> None:
-    manager = LocalJobManager(env={})
+def test_shutdown_from_inside_a_job_does_not_wait_for_itself(clock: ManualClock) -> None:
+    manager = LocalJobManager(clock=clock, env={})
     results: List[bool] = []
-    manager.schedule_job("self", "Self", lambda: results.append(manager.shutdown(timeout=5)), 0.05)
-    assert wait_for(lambda: bool(results), 5)
+    done = threading.Event()
+    manager.schedule_job(
+        "self", "Self", lambda: (results.append(manager.shutdown(timeout=5)), done.set()), 0.25
+    )
+    clock.advance(0.25)
+    assert done.wait(5)
     assert results == [True]

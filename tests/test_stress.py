@@ -20,7 +20,7 @@ import pytest
 
 from bgjobs import JobNotFoundError, LocalJobManager
 
-DURATION = 3.0
+DURATION = 1.5  # seconds of hammering (about 10,000 operations, 1,000 runs)
 THREADS = 20
 STABLE = [f"stable-{i}" for i in range(5)]
 CHURN = [f"churn-{i}" for i in range(5)]

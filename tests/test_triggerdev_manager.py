@@ -116,24 +116,31 @@ def test_a_new_job_is_created_with_key_external_id_and_a_spec_valid_body(
 
 
 def test_schedule_calls_return_at_once_while_the_server_hangs(
-    manager: TriggerDevJobManager, fake: FakeTriggerDev
+    managers: Callable[..., TriggerDevJobManager], fake: FakeTriggerDev
 ) -> None:
-    fake.hang_next(1.0, count=2)  # the first registration's GET and its retry
+    # The first registration's GET and its retry hang until cut. A call that waited for
+    # the network would wait at least the 5 s read timeout: ten times the bound below.
+    fake.hang_next(60.0, count=2)
+    manager = managers(client=fast_client(fake, read_timeout=5.0))
 
     started = time.perf_counter()
     manager.schedule_job("a", "A", noop, 300)
     manager.schedule_cron_job("b", "B", noop, "0 9 * * *")
     manager.schedule_job("a", "A", noop, 600)  # rescheduling is just as quick
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.5
+    wait_until(lambda: [r.fault for r in fake.requests] == ["hang"])  # in flight, hanging
 
     started = time.perf_counter()
     with pytest.raises(TimeoutError, match="still running"):
         manager.sync(timeout=0.2)
-    assert 0.15 < time.perf_counter() - started < 0.5
+    assert 0.15 < time.perf_counter() - started < 2.0  # the timeout, not the read timeout
 
-    # The hung attempt fails after its read timeouts; this sync retries it.
+    # The server drops both hanging attempts: that registration fails, and the worker
+    # goes on with the queue, which holds the latest schedule of "a".
+    fake.cut_hangs()
     assert manager.sync(timeout=5) == {"a": "created", "b": "created"}
     assert remote_cron(fake, "bgjobs:production:a") == "*/10 * * * *"
+    assert [r.fault for r in fake.requests[:2]] == ["hang", "hang"]
 
 
 def test_registering_an_unchanged_schedule_writes_nothing(
@@ -829,6 +836,26 @@ def test_the_api_key_never_appears_in_logs_reprs_or_errors(
 def test_a_manager_without_an_api_key_is_refused_clearly() -> None:
     with pytest.raises(ValueError, match="TRIGGER_DEV_API_KEY"):
         TriggerDevJobManager(TriggerDevConfig(enabled=True), env={})
+
+
+@pytest.mark.parametrize(("value", "attempts"), [(None, 5), ("2", 2), (" 7 ", 7)])
+def test_attempts_per_call_come_from_trigger_dev_max_attempts(
+    fake: FakeTriggerDev, value: Optional[str], attempts: int
+) -> None:
+    config = TriggerDevConfig(enabled=True, api_key=fake.api_key, api_url=fake.url)
+    env = {} if value is None else {"TRIGGER_DEV_MAX_ATTEMPTS": value}
+    manager = TriggerDevJobManager(config, env=env)
+    try:
+        assert manager.client._max_attempts == attempts
+    finally:
+        manager.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_trigger_dev_max_attempts_is_a_clear_error(value: str) -> None:
+    config = TriggerDevConfig(enabled=True, api_key="tr_dev_x", api_url="http://127.0.0.1:9")
+    with pytest.raises(ValueError, match=f"TRIGGER_DEV_MAX_ATTEMPTS .*{value!r}"):
+        TriggerDevJobManager(config, env={"TRIGGER_DEV_MAX_ATTEMPTS": value})
 
 
 # -- factory and the deploy step ------------------------------------------------------------

@@ -8,7 +8,8 @@ from datetime import timedelta
 from typing import Any, List
 
 import pytest
-from support_web import FakeClock, bearer, utc
+from support_clock import ManualClock
+from support_web import bearer, utc
 from werkzeug.test import Client
 
 from bgjobs import InvalidScheduleError, JobRegistry
@@ -25,12 +26,12 @@ def noop() -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(utc(2024, 5, 1, 8, 31, 20))
+def clock() -> ManualClock:
+    return ManualClock(utc(2024, 5, 1, 8, 31, 20).timestamp())
 
 
 @pytest.fixture
-def vercel(clock: FakeClock) -> VercelJobManager:
+def vercel(clock: ManualClock) -> VercelJobManager:
     return VercelJobManager(clock=clock, env={})
 
 
@@ -155,7 +156,7 @@ def test_the_manager_starts_no_threads(vercel: VercelJobManager) -> None:
 
 
 def test_next_run_is_the_next_utc_cron_fire_and_follows_the_clock(
-    vercel: VercelJobManager, clock: FakeClock
+    vercel: VercelJobManager, clock: ManualClock
 ) -> None:
     vercel.schedule_job("five", "Five", noop, 300)
     vercel.schedule_cron_job("nine", "Nine", noop, "0 9 * * *")
@@ -168,7 +169,7 @@ def test_next_run_is_the_next_utc_cron_fire_and_follows_the_clock(
 
 
 def test_a_run_records_status_and_metrics_and_moves_next_run(
-    vercel: VercelJobManager, clock: FakeClock
+    vercel: VercelJobManager, clock: ManualClock
 ) -> None:
     calls: List[str] = []
     vercel.schedule_job("five", "Five", lambda: calls.append("ran"), 300)
@@ -186,7 +187,7 @@ def test_a_run_records_status_and_metrics_and_moves_next_run(
 
 
 def test_a_stopped_job_has_no_next_run_and_is_not_dispatched(
-    vercel: VercelJobManager, clock: FakeClock
+    vercel: VercelJobManager, clock: ManualClock
 ) -> None:
     calls: List[str] = []
     vercel.schedule_job("five", "Five", lambda: calls.append("ran"), 300)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Deque, List, Optional, Tuple
 from ..config import DEFAULT_MAX_WORKERS
 from ..schedules import Clock
 
-__all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue"]
+__all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue", "Wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ WALL_CLOCK_RECHECK = 60.0
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
 _COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
 _STEP_TOLERANCE = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
+
+Wait = Callable[[threading.Condition, float], object]
+"""``wait(condition, timeout)``: called with ``condition`` held, returns once ``timeout``
+seconds have passed on the queue's clock or ``condition`` was notified (early returns are
+fine: due times are checked again)."""
 
 
 class TimerHandle:
@@ -70,13 +75,24 @@ class TimerQueue:
     The waiting thread only pops due timers and hands them over, so a slow callback
     never delays another timer; when every worker is busy, fires wait in order for one.
     Threads are daemons named ``<name>`` (the waiter) and ``<name>-worker``, and exit
-    when there is nothing left to do.
+    when there is nothing left to do. ``wait`` is how the waiter waits for the next due
+    time (see :data:`Wait`), like ``sched.scheduler``'s ``delayfunc``; ``None`` means the
+    clock's own ``wait`` (real seconds for the system clock, the test's hand for a manual
+    clock).
     """
 
-    def __init__(self, clock: Clock, *, max_workers: int, name: str = "bgjobs") -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_workers: int,
+        name: str = "bgjobs",
+        wait: Optional[Wait] = None,
+    ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
         self._clock = clock
+        self._wait = wait if wait is not None else clock.wait
         self._max_workers = max_workers
         self._name = name
         self._seq = itertools.count()
@@ -173,13 +189,18 @@ class TimerQueue:
             remaining = key - self._clock.monotonic()
             if remaining <= 0:
                 heapq.heappop(heap)
-                if handle.wall_clock and self._clock.time() < handle.due:
-                    # The wall clock went back after the key was computed: wait on.
+                early = handle.due - self._clock.time() if handle.wall_clock else 0.0
+                if early > 0:
+                    # The wall clock went back after the key was computed: wait on. A step
+                    # smaller than the tolerance leaves the offset (and so the key) as it
+                    # was, so wait out the difference itself rather than spin on the lock.
                     handle._key = self._key(handle)
                     heapq.heappush(heap, (handle._key, next(self._seq), handle))
+                    if handle._key <= self._clock.monotonic():
+                        self._wait(self._cond, min(early, WALL_CLOCK_RECHECK))
                     continue
                 return handle
-            self._cond.wait(min(remaining, WALL_CLOCK_RECHECK))
+            self._wait(self._cond, min(remaining, WALL_CLOCK_RECHECK))
 
     def _notice_clock_step(self) -> None:
         offset = self._clock.time() - self._clock.monotonic()
