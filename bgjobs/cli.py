@@ -442,18 +442,17 @@ def _job_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_pause(target: LoadedApp, args: argparse.Namespace) -> int:
-    job_id: str = args.job_id
-    with _host_manager(target, [_definition(target, job_id)]) as manager:
-        manager.pause_job(job_id)
-    print(f"{job_id}: paused (no runs until 'bgjobs resume')")
-    return EXIT_OK
+    return _set_paused(target, args.job_id, True)
 
 
 def _cmd_resume(target: LoadedApp, args: argparse.Namespace) -> int:
-    job_id: str = args.job_id
+    return _set_paused(target, args.job_id, False)
+
+
+def _set_paused(target: LoadedApp, job_id: str, paused: bool) -> int:
     with _host_manager(target, [_definition(target, job_id)]) as manager:
-        manager.resume_job(job_id)
-    print(f"{job_id}: resumed")
+        (manager.pause_job if paused else manager.resume_job)(job_id)
+    print(f"{job_id}: paused (no runs until 'bgjobs resume')" if paused else f"{job_id}: resumed")
     return EXIT_OK
 
 

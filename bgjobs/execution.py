@@ -884,20 +884,18 @@ class BaseJobManager(BackgroundJobManager):
         return self._reading_store().job_runs(id, limit)
 
     def pause_job(self, id: str) -> None:
-        if self._job(id) is None:
-            raise JobNotFoundError(id)
-        self._memory.set_paused(id, True)
-        if self.store is not None:
-            self.store.set_paused(id, True)
-        logger.info("job %r paused", id)
+        self._set_paused(id, True)
 
     def resume_job(self, id: str) -> None:
+        self._set_paused(id, False)
+
+    def _set_paused(self, id: str, paused: bool) -> None:
         if self._job(id) is None:
             raise JobNotFoundError(id)
-        self._memory.set_paused(id, False)
+        self._memory.set_paused(id, paused)
         if self.store is not None:
-            self.store.set_paused(id, False)
-        logger.info("job %r resumed", id)
+            self.store.set_paused(id, paused)
+        logger.info("job %r %s", id, "paused" if paused else "resumed")
 
     def _is_paused(self, job_id: str) -> bool:
         record = self._reading_store().job(job_id)

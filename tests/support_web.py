@@ -12,6 +12,25 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 WAIT = 10.0
 
 
+def web_client(manager: Any, secret: str, **kwargs: Any) -> Any:
+    """A werkzeug test client for ``create_app(manager)`` guarded by ``secret`` (no env)."""
+    from werkzeug.test import Client
+
+    from bgjobs.wsgi import create_app
+
+    kwargs.setdefault("secret", secret)
+    kwargs.setdefault("env", {})
+    return Client(create_app(manager, **kwargs))
+
+
+def body(response: Any) -> Any:
+    """A JSON answer's body, after checking it says it is JSON."""
+    import json
+
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    return json.loads(response.get_data(as_text=True))
+
+
 def bearer(secret: str) -> Dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import pytest
-from support_web import WAIT, BlockingJob, ThreadResult, bearer, in_thread, utc
+from support_web import WAIT, BlockingJob, ThreadResult, bearer, body, in_thread, utc, web_client
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client, TestResponse
 
@@ -41,16 +40,8 @@ RUN_KEYS = {
 FINAL = {"completed", "failed", "abandoned", "timed_out"}
 
 
-
 def client_for(manager: BackgroundJobManager, **kwargs: Any) -> Client:
-    kwargs.setdefault("secret", SECRET)
-    kwargs.setdefault("env", {})
-    return Client(create_app(manager, **kwargs))
-
-
-def body(response: TestResponse) -> Any:
-    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
-    return json.loads(response.get_data(as_text=True))
+    return cast(Client, web_client(manager, SECRET, **kwargs))
 
 
 def error_message(response: TestResponse, status: int) -> str:

@@ -11,10 +11,10 @@ import logging
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 import pytest
-from support_web import BlockingJob, ThreadResult, bearer, in_thread
+from support_web import BlockingJob, ThreadResult, bearer, body, in_thread, web_client
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client, TestResponse
 
@@ -56,14 +56,7 @@ METRIC_KEYS = {
 
 
 def client_for(manager: BackgroundJobManager, **kwargs: Any) -> Client:
-    kwargs.setdefault("secret", SECRET)
-    kwargs.setdefault("env", {})
-    return Client(create_app(manager, **kwargs))
-
-
-def body(response: TestResponse) -> Any:
-    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
-    return json.loads(response.get_data(as_text=True))
+    return cast(Client, web_client(manager, SECRET, **kwargs))
 
 
 def assert_error(response: TestResponse, status: int) -> str:
