@@ -25,6 +25,8 @@ key                            meaning (default)
 ``CRON_SECRET``                the secret Vercel sends its cron calls with
 ``BGJOBS_URL_PREFIX``          where the HTTP endpoints live (``/api/cron``)
 ``BGJOBS_AUTOSTART``           Flask: schedule the registry's jobs in ``init_app`` (true)
+``BGJOBS_HISTORY_RUNS``        runs kept per job in the state store's history (100)
+``BGJOBS_HISTORY_DAYS``        days a run is kept in the history (7)
 ``TRIGGER_DEV_ENABLED``        1/true/yes/on: use Trigger.dev in production
 ``TRIGGER_DEV_API_KEY``        the project's secret key (else ``TRIGGER_SECRET_KEY``)
 ``TRIGGER_DEV_API_URL``        else ``TRIGGER_API_URL`` (``https://api.trigger.dev``)
@@ -75,6 +77,8 @@ DEFAULT_PREFIX = "/api/cron"
 DEFAULT_MAX_WORKERS = 10
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS = 5
+DEFAULT_HISTORY_RUNS = 100
+DEFAULT_HISTORY_DAYS = 7
 MODES: Tuple[SchedulingMode, ...] = ("trigger-dev", "vercel", "local", "disabled")
 
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -291,6 +295,10 @@ class Settings:
     trigger_dev: TriggerDevConfig = field(default_factory=TriggerDevConfig)
     task_id: str = DEFAULT_TASK_ID
     trigger_dev_max_attempts: int = DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
+    history_runs: int = DEFAULT_HISTORY_RUNS
+    """Runs kept per job in the state store (``BGJOBS_HISTORY_RUNS``)."""
+    history_days: int = DEFAULT_HISTORY_DAYS
+    """Days a run is kept in the state store (``BGJOBS_HISTORY_DAYS``)."""
 
     @classmethod
     def from_env(cls, env: Optional[Env] = None) -> Settings:
@@ -310,6 +318,8 @@ class Settings:
             autostart=_flag(source, "BGJOBS_AUTOSTART", True),
             trigger_dev=get_trigger_dev_config(source),
             task_id=_get(source, "TRIGGER_DEV_TASK_ID") or DEFAULT_TASK_ID,
+            history_runs=_whole_number(source, "BGJOBS_HISTORY_RUNS", DEFAULT_HISTORY_RUNS),
+            history_days=_whole_number(source, "BGJOBS_HISTORY_DAYS", DEFAULT_HISTORY_DAYS),
             trigger_dev_max_attempts=_whole_number(
                 source, "TRIGGER_DEV_MAX_ATTEMPTS", DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
             ),

@@ -362,7 +362,7 @@ class BaseJobManager(BackgroundJobManager):
         #: The host's store (state.db in the state directory), or None: memory only.
         self.store: Optional[StateStore] = store
         if store is None and self.settings.lock_dir:
-            self.store = _open_state_store(self.settings.lock_dir)
+            self.store = _open_state_store(self.settings)
         self._reaped_at = -1e9  # monotonic time of the last look for abandoned runs
         # Guards _jobs (id -> Job, in scheduling order) and _closed. Never held across a
         # job call.
@@ -1013,12 +1013,18 @@ class BaseJobManager(BackgroundJobManager):
 _REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
 
 
-def _open_state_store(path: str) -> StateStore:
-    """The store in the state directory ``path``, after the directory's safety checks."""
+def _open_state_store(settings: Settings) -> StateStore:
+    """The store in the settings' state directory, after the directory's safety checks."""
+    from datetime import timedelta
+
     from ._local.hostlock import LockDirectory  # the same rules as the lock files'
 
+    path = settings.lock_dir
+    assert path is not None
     LockDirectory(path)  # raises UnsafeLockDirError for a directory others could touch
-    return open_store(path)
+    return open_store(
+        path, keep_runs=settings.history_runs, max_age=timedelta(days=settings.history_days)
+    )
 
 
 # -- process-wide hooks: the live managers, exit and fork -------------------------------

@@ -188,3 +188,29 @@ def test_the_state_directory_must_be_private(tmp_path: Path) -> None:
     os.chmod(shared, 0o777)
     with pytest.raises(UnsafeLockDirError, match="shared"):
         LocalJobManager(env={}, state_dir=shared)
+
+
+def test_a_hard_linked_lock_file_is_refused(tmp_path: Path, state_dir: Path) -> None:
+    from bgjobs.errors import UnsafeLockDirError
+
+    LocalJobManager(env={}, state_dir=state_dir).close()
+    elsewhere = tmp_path / "elsewhere.lock"
+    elsewhere.write_text("")
+    os.link(elsewhere, state_dir / "schedule-sync.lock")  # another name for our lock file
+    with (
+        LocalJobManager(env={}, state_dir=state_dir) as manager,
+        pytest.raises(UnsafeLockDirError, match="hard link"),
+    ):
+        manager.schedule_job("sync", "Sync", lambda: None, 60)
+
+
+def test_history_retention_comes_from_the_settings(state_dir: Path) -> None:
+    env = {"BGJOBS_STATE_DIR": str(state_dir), "BGJOBS_HISTORY_RUNS": "3"}
+    with LocalJobManager(env=env) as manager:
+        manager.schedule_job("tick", "Tick", lambda: None, 3600)
+        for _ in range(5):
+            assert manager.trigger_job("tick")
+        assert manager.store is not None
+        manager.store.prune()
+        assert len(manager.get_job_runs("tick")) == 3
+        assert manager.get_job_status("tick").runs == 5  # type: ignore[union-attr]

@@ -188,13 +188,17 @@ class LockDirectory:
                 ) from None
             raise
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        what = None
+        if not stat.S_ISREG(info.st_mode):
+            what = "not a regular file"
+        elif info.st_uid != os.geteuid():
+            what = f"owned by uid {info.st_uid}, not {os.geteuid()}"
+        elif info.st_nlink > 1:
+            # Another name for the same file (a hard link from elsewhere) would let whoever
+            # owns that name hold or read our lock.
+            what = f"a file with {info.st_nlink} hard links (another name points at it)"
+        if what is not None:
             os.close(fd)
-            what = (
-                "not a regular file"
-                if not stat.S_ISREG(info.st_mode)
-                else (f"owned by uid {info.st_uid}, not {os.geteuid()}")
-            )
             raise UnsafeLockDirError(f"unsafe lock file {path!r}: it is {what}; remove it")
         return fd
 
