@@ -31,6 +31,12 @@ SYSTEMS: Dict[str, SystemSpec] = {
         "import bgjobs",
         use_statement="from bgjobs import LocalJobManager",
     ),
+    "bgjobs-store": SystemSpec(
+        "bgjobs_local",
+        "BGJobsStoreSystem",
+        "import bgjobs",
+        use_statement="from bgjobs import LocalJobManager",
+    ),
     "apscheduler": SystemSpec(
         "apscheduler_bg",
         "APSchedulerSystem",
@@ -43,13 +49,17 @@ SYSTEMS: Dict[str, SystemSpec] = {
         "schedule_poll", "SchedulePollSystem", "import schedule", {"poll": 0.010}
     ),
     "timer-chain": SystemSpec("timer_chain", "TimerChainSystem", "import threading"),
-    # Experiments: fixes proposed for bgjobs/local.py (not run unless asked for).
-    "bgjobs-loop": SystemSpec("bgjobs_loop_proto", "BGJobsLoopSystem", "import bgjobs.execution"),
-    "bgjobs-heap": SystemSpec("bgjobs_heap_proto", "BGJobsHeapSystem", "import bgjobs.execution"),
 }
 """Every system, in table order; bgjobs first."""
 
-DEFAULT_SYSTEMS = ["bgjobs", "apscheduler", "schedule-1ms", "schedule-10ms", "timer-chain"]
+DEFAULT_SYSTEMS = [
+    "bgjobs",
+    "bgjobs-store",
+    "apscheduler",
+    "schedule-1ms",
+    "schedule-10ms",
+    "timer-chain",
+]
 """What ``benchmarks.run`` compares unless ``--systems`` says otherwise."""
 
 

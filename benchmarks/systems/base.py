@@ -5,9 +5,13 @@ from __future__ import annotations
 import abc
 from typing import Callable, ClassVar, Optional
 
-__all__ = ["JobFunc", "System"]
+__all__ = ["STATE_PARENT_ENV", "JobFunc", "System"]
 
 JobFunc = Callable[[], None]
+
+STATE_PARENT_ENV = "BGJOBS_BENCH_STATE_PARENT"
+"""Set by ``benchmarks.run`` for each child: where a system keeps its state directory. The
+parent removes it after the child ended, so the removal never counts in its exit time."""
 
 
 class System(abc.ABC):

@@ -1,12 +1,17 @@
-"""bgjobs' ``LocalJobManager``: a chain of absolute-due-time timers per job."""
+"""bgjobs' ``LocalJobManager``: one waiting thread with a heap of due times and a worker
+pool; memory only (``bgjobs``) or with a state directory (``bgjobs-store``)."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from typing import Optional
 
 from bgjobs.local import LocalJobManager
 
-from .base import JobFunc, System
+from .base import STATE_PARENT_ENV, JobFunc, System
 
 
 class BGJobsSystem(System):
@@ -26,3 +31,18 @@ class BGJobsSystem(System):
 
     def skips(self) -> Optional[int]:
         return self._manager.get_job_metrics().skipped_executions
+
+
+class BGJobsStoreSystem(BGJobsSystem):
+    """The same manager with a fresh state directory: every run recorded in
+    ``state.db`` (SQLite), each scheduled fire claimed in it, per-job lock files —
+    what an app wired by the factory, the Flask extension or the CLI gets by default."""
+
+    name = "bgjobs-store"
+
+    def __init__(self) -> None:
+        parent = os.environ.get(STATE_PARENT_ENV) or None
+        self.state_dir = tempfile.mkdtemp(prefix="bgjobs-bench-state-", dir=parent)
+        if parent is None:  # run by hand (run_one): clean up ourselves
+            atexit.register(shutil.rmtree, self.state_dir, ignore_errors=True)
+        self._manager = LocalJobManager(state_dir=self.state_dir)
