@@ -32,6 +32,7 @@ from typing import (
     Literal,
     Mapping,
     Optional,
+    Set,
     Tuple,
 )
 
@@ -364,6 +365,9 @@ class BaseJobManager(BackgroundJobManager):
         if store is None and self.settings.lock_dir:
             self.store = _open_state_store(self.settings)
         self._reaped_at = -1e9  # monotonic time of the last look for abandoned runs
+        # The shared store's paused job ids, read at most every _PAUSE_REFRESH seconds so a
+        # scheduled fire costs no extra query; (monotonic read time, ids).
+        self._paused_seen: Tuple[float, Set[str]] = (-1e9, set())
         # Guards _jobs (id -> Job, in scheduling order) and _closed. Never held across a
         # job call.
         self._jobs_lock = threading.RLock()
@@ -702,9 +706,7 @@ class BaseJobManager(BackgroundJobManager):
         """Count ``count`` run attempts of ``job`` that did not happen, and say why."""
         job.count_skips(count)
         self._metrics.record_skip(count)
-        self._memory.record_skips(job.id, count)
-        if self.store is not None:
-            self.store.record_skips(job.id, count)
+        self._record(lambda store: store.record_skips(job.id, count))
         if reason is None:
             logger.info(
                 "job %r is still running, so this run was skipped (bgjobs never runs a job "
@@ -746,9 +748,7 @@ class BaseJobManager(BackgroundJobManager):
             pid=os.getpid(),
             host=_host_name(),
         )
-        self._memory.start_run(run)
-        if self.store is not None:
-            self.store.start_run(run)
+        self._record(lambda store: store.start_run(run))
         if began is not None:
             began(run)
         error: Optional[str] = None
@@ -787,10 +787,10 @@ class BaseJobManager(BackgroundJobManager):
                 error=error,
                 traceback=trace,
             )
-            self._memory.finish_run(run)
-            if self.store is not None:
-                self.store.finish_run(run)
-            run = self._memory.get_run(run_id) or run  # as recorded (traceback trimmed)
+            finished = run
+            self._record(lambda store: store.finish_run(finished))
+            if trace is not None:  # as recorded (the traceback's last lines)
+                run = self._reading_store().get_run(run_id) or run
             if error is None:
                 logger.debug("job %r completed in %.3fs", job.id, duration)
             self._unregister_run(me, outer)
@@ -865,6 +865,15 @@ class BaseJobManager(BackgroundJobManager):
             "dropped_writes": store.dropped_writes,
         }
 
+    def _record(self, write: Callable[[StateStore], None]) -> None:
+        """Write to the host's store, and to this process's memory when there is none or
+        it is degraded (a degraded store counts what it drops; the memory keeps it)."""
+        store = self.store
+        if store is not None:
+            write(store)
+        if store is None or store.degraded is not None:
+            write(self._memory)
+
     def _reading_store(self) -> StateStore:
         """The host's store while it is healthy, else this process's memory."""
         store = self.store
@@ -895,11 +904,20 @@ class BaseJobManager(BackgroundJobManager):
         self._memory.set_paused(id, paused)
         if self.store is not None:
             self.store.set_paused(id, paused)
+        self._paused_seen = (-1e9, set())  # this process sees its own change at once
         logger.info("job %r %s", id, "paused" if paused else "resumed")
 
     def _is_paused(self, job_id: str) -> bool:
-        record = self._reading_store().job(job_id)
-        return record is not None and record.paused
+        store = self._reading_store()
+        if store is self._memory:
+            record = store.job(job_id)
+            return record is not None and record.paused
+        read_at, paused = self._paused_seen
+        now = time.monotonic()
+        if now - read_at >= _PAUSE_REFRESH:
+            paused = store.paused_jobs()
+            self._paused_seen = (now, paused)
+        return job_id in paused
 
     def _housekeeping(self) -> None:
         """Mark runs whose process died ``abandoned`` (at most every few seconds)."""
@@ -1011,6 +1029,7 @@ class BaseJobManager(BackgroundJobManager):
 
 
 _REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
+_PAUSE_REFRESH = 1.0  # seconds a process may take to see another's pause or resume
 
 
 def _open_state_store(settings: Settings) -> StateStore:

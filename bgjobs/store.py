@@ -385,6 +385,10 @@ class StateStore(abc.ABC):
         """Every job's record, by id."""
 
     @abc.abstractmethod
+    def paused_jobs(self) -> Set[str]:
+        """The ids of the paused jobs (cheap: read on every scheduled fire's path)."""
+
+    @abc.abstractmethod
     def totals(self) -> Tuple[int, int, int, float]:
         """``(runs, failures, skips, total duration in seconds)`` over every job."""
 
@@ -458,7 +462,9 @@ class MemoryStore(StateStore):
         self._state_lock = threading.Lock()
         self._jobs: Dict[str, JobRecord] = {}
         self._runs: Dict[str, JobRun] = {}
-        self._runs_by_job: Dict[str, Dict[str, JobRun]] = {}
+        self._runs_by_job: Dict[str, Dict[str, JobRun]] = {}  # oldest first
+        self._running_by_job: Dict[str, Dict[str, JobRun]] = {}
+        self._pruned_at = self._clock.time()
         self._fires: Dict[Tuple[str, float], float] = {}  # (job, due) -> claimed at
         self._keys: Dict[str, Tuple[str, float]] = {}  # key -> (run id, claimed at)
 
@@ -467,12 +473,24 @@ class MemoryStore(StateStore):
 
     def _put_run(self, run: JobRun) -> None:
         self._runs[run.run_id] = run
-        self._runs_by_job.setdefault(run.job_id, {})[run.run_id] = run
+        runs = self._runs_by_job.setdefault(run.job_id, {})
+        runs[run.run_id] = run
+        going = self._running_by_job.setdefault(run.job_id, {})
+        if run.outcome == "running":
+            going[run.run_id] = run
+            return
+        going.pop(run.run_id, None)
+        # Keep at most keep_runs per job as runs end (oldest first out; never one still
+        # going), so a long-lived process neither grows nor slows down.
+        while len(runs) > self._keep_runs:
+            oldest = next(iter(runs))
+            if oldest in going:
+                break
+            del runs[oldest]
+            self._runs.pop(oldest, None)
 
     def _with_running(self, record: JobRecord) -> JobRecord:
-        going = [
-            r for r in self._runs_by_job.get(record.job_id, {}).values() if r.outcome == "running"
-        ]
+        going = self._running_by_job.get(record.job_id, {}).values()
         newest = max(going, key=lambda r: r.started, default=None)
         return replace(
             record,
@@ -495,9 +513,13 @@ class MemoryStore(StateStore):
             )
 
     def finish_run(self, run: JobRun) -> None:
-        done = _finished(run, self._clock.time())
+        now = self._clock.time()
+        done = _finished(run, now)
         with self._state_lock:
             self._finish_locked(done)
+        if now - self._pruned_at >= PRUNE_INTERVAL:  # ages and keys; counts are kept above
+            self._pruned_at = now
+            self.prune()
 
     def _finish_locked(self, done: JobRun) -> bool:
         known = self._runs.get(done.run_id)
@@ -563,6 +585,10 @@ class MemoryStore(StateStore):
         with self._state_lock:
             return dict(self._jobs)
 
+    def paused_jobs(self) -> Set[str]:
+        with self._state_lock:
+            return {job_id for job_id, record in self._jobs.items() if record.paused}
+
     def totals(self) -> Tuple[int, int, int, float]:
         with self._state_lock:
             records = list(self._jobs.values())
@@ -591,7 +617,7 @@ class MemoryStore(StateStore):
                     too_old = run.started.timestamp() < at - self._max_age
                     if run.outcome != "running" and (index >= self._keep_runs or too_old):
                         del runs[run.run_id]
-                        del self._runs[run.run_id]
+                        self._runs.pop(run.run_id, None)
             cutoff = at - self._key_ttl
             self._fires = {k: t for k, t in self._fires.items() if t >= cutoff}
             self._keys = {k: v for k, v in self._keys.items() if v[1] >= cutoff}
@@ -856,6 +882,13 @@ class SQLiteStore(StateStore):
             return {row[0]: _job_from_row(row) for row in rows}
 
         return self._call(op, {}, write=False)
+
+    def paused_jobs(self) -> Set[str]:
+        def op(conn: sqlite3.Connection) -> Set[str]:
+            rows = conn.execute("SELECT job_id FROM jobs WHERE paused = 1").fetchall()
+            return {str(row[0]) for row in rows}
+
+        return self._call(op, set(), write=False)
 
     def totals(self) -> Tuple[int, int, int, float]:
         def op(conn: sqlite3.Connection) -> Tuple[int, int, int, float]:
