@@ -46,6 +46,7 @@ from support_mp import (
 from bgjobs import JobNotFoundError, LocalJobManager
 from bgjobs.config import default_state_dir
 from bgjobs.registry import JobDefinition
+from bgjobs.store import open_store
 from bgjobs.types import JobRun
 
 pytestmark = [
@@ -258,6 +259,49 @@ def test_processes_racing_for_the_same_fire_run_it_once(tmp_path: Path) -> None:
     assert [(r.outcome, r.trigger) for r in runs] == [("completed", "schedule")]
     assert runs[0].scheduled_for is not None and runs[0].scheduled_for.timestamp() == due
     assert runs[0].pid == read_lines(out)[0].pid
+
+
+def _exit_code(pid: int, timeout: float) -> int:
+    """Reap forked child ``pid``; SIGKILL it (and fail) if it has not exited in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"forked child {pid} hung for {timeout}s")
+
+
+def test_processes_opening_a_new_state_db_together_all_get_a_working_store(
+    tmp_path: Path,
+) -> None:
+    """gunicorn workers open a new state.db at the same moment. SQLite answers all but one
+    of the processes switching the file to WAL "database is locked" at once, without its
+    busy handler; none of them may come up degraded (memory only) for that."""
+    codes: List[int] = []
+    for trial in range(40):
+        directory = tmp_path / f"state-{trial}"
+        directory.mkdir()
+        go_r, go_w = os.pipe()
+        children = []
+        for _ in range(6):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                code = 2
+                try:
+                    os.close(go_w)
+                    os.read(go_r, 1)  # all start together
+                    code = 0 if open_store(directory).degraded is None else 1
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        os.close(go_r)
+        os.write(go_w, b"go" * 3)
+        os.close(go_w)
+        codes.extend(_exit_code(pid, 30) for pid in children)
+    assert Counter(codes) == {0: len(codes)}, Counter(codes)
 
 
 # -- 3. SIGKILL during a run --------------------------------------------------------------------
