@@ -426,7 +426,7 @@ def test_respond_async_outlives_the_worker_timeout_and_any_worker_reports_it(
         sock = tmp_path / "gunicorn.sock"
         sent = time.monotonic()
         answer = request(sock, "POST", f"{PREFIX}/slow", {"Prefer": "respond-async"})
-        assert time.monotonic() - sent < 2.0  # answered before the job could finish
+        assert time.monotonic() - sent < 5.0  # answered before the job could finish
         assert answer.status == 202, answer
         assert answer.headers["preference-applied"] == "respond-async"
         location = answer.headers["location"]
