@@ -42,6 +42,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import (
@@ -1031,7 +1032,7 @@ class SQLiteStore(StateStore):
             self._identity = (info.st_dev, info.st_ino)
             version = _schema_version(conn)
             self._refuse_newer(version)
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             if version < len(MIGRATIONS):
                 self._migrate(conn, logs)
@@ -1039,6 +1040,26 @@ class SQLiteStore(StateStore):
             _close_quietly(conn)
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (a no-op once it is).
+
+        Processes opening a new file together race for that switch, and SQLite answers the
+        losers "database is locked" at once, without its busy handler: retry within the busy
+        timeout, as for every other lock.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if not ("locked" in text or "busy" in text) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def _refuse_newer(self, version: int) -> None:
         if version > len(MIGRATIONS):
