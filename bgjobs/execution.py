@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
@@ -51,7 +50,7 @@ from .schedules import (
     resolve_timezone,
     utc_datetime,
 )
-from .store import JobRecord, MemoryStore, StateStore, open_store
+from .store import JobRecord, MemoryStore, StateStore, evolve, open_store
 from .types import (
     BackgroundJobManager,
     Interval,
@@ -779,7 +778,7 @@ class BaseJobManager(BackgroundJobManager):
             duration = self._clock.monotonic() - started
             job._end_run(duration, error)
             self._metrics.record_run(duration, succeeded=error is None)
-            run = dataclasses.replace(
+            run = evolve(
                 run,
                 finished=utc_datetime(self._clock.time()),
                 duration=duration,
@@ -975,8 +974,8 @@ class BaseJobManager(BackgroundJobManager):
             elif shared and record.last_outcome is not None:
                 status = "completed" if record.last_outcome == "completed" else "failed"
         if not shared:
-            return dataclasses.replace(local, status=status)
-        return dataclasses.replace(
+            return evolve(local, status=status)
+        return evolve(
             local,
             status=status,
             last_run=record.last_run or local.last_run,
