@@ -18,7 +18,6 @@ import os
 import threading
 import time
 import traceback
-import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -647,7 +646,7 @@ class BaseJobManager(BackgroundJobManager):
         """Claim and run ``job``: ``("ran", run)``, ``("busy", None)``, ``("duplicate",
         earlier run)``, ``("accepted", run)`` (``background``: running on a thread of its
         own) or ``("refused", None)`` (a scheduled run of a stopped job)."""
-        run_id = uuid.uuid4().hex
+        run_id = os.urandom(16).hex()
         if run_key is not None:
             # The key first: a repeat of a run still going is a duplicate, not "busy".
             owner = self._claim_key(run_key, run_id)
