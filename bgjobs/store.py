@@ -1040,38 +1040,32 @@ class SQLiteStore(StateStore):
     def _open(self, logs: List[Tuple[int, str]]) -> sqlite3.Connection:
         """Check the files, connect, set WAL and migrate. Caller holds ``_conn_lock``."""
         self._check_files()
-        conn = self._connect()
-        try:
-            info = os.stat(self.path)
-            self._identity = (info.st_dev, info.st_ino)
-            version = _schema_version(conn)
-            self._refuse_newer(version)
-            self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if version < len(MIGRATIONS):
-                self._migrate(conn, logs)
-        except BaseException:
-            _close_quietly(conn)
-            raise
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        """Switch the file to WAL (a no-op once it is).
-
-        Processes opening a new file together race for that switch, and SQLite answers the
-        losers "database is locked" at once, without its busy handler: retry within the busy
-        timeout, as for every other lock.
-        """
+        # Processes opening a new file together race for the switch to WAL (and its
+        # recovery), and SQLite answers some of them "database is locked" at once, without
+        # its busy handler: retry the whole opening, on a fresh connection, within the busy
+        # timeout, as for every other lock.
         deadline = time.monotonic() + self._busy_timeout
         pause = 0.001
         while True:
+            conn = self._connect()
             try:
+                info = os.stat(self.path)
+                self._identity = (info.st_dev, info.st_ino)
+                version = _schema_version(conn)
+                self._refuse_newer(version)
                 conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                return
+                conn.execute("PRAGMA synchronous = NORMAL")
+                if version < len(MIGRATIONS):
+                    self._migrate(conn, logs)
+                return conn
             except sqlite3.OperationalError as exc:
+                _close_quietly(conn)
                 text = str(exc).lower()
                 if not ("locked" in text or "busy" in text) or time.monotonic() >= deadline:
                     raise
+            except BaseException:
+                _close_quietly(conn)
+                raise
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
