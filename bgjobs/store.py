@@ -657,6 +657,34 @@ class _StoreFault(Exception):
         self.condition, self.problem, self.fix = condition, problem, fix
 
 
+# Held by every thread inside SQLite, and taken across fork() by the hooks below: SQLite's
+# own mutexes (its allocator's, its file locks' bookkeeping) are process-wide, so a child
+# forked while another thread was inside SQLite could deadlock in its first SQLite call.
+# Reentrant, taken after a store's _conn_lock; replaced in the child.
+_inside_sqlite = threading.RLock()
+
+
+def _before_fork() -> None:
+    _inside_sqlite.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _inside_sqlite.release()
+
+
+def _after_fork_in_child() -> None:
+    global _inside_sqlite
+    _inside_sqlite = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
+
 _PROGRAMMING_ERRORS = (
     sqlite3.IntegrityError,
     sqlite3.ProgrammingError,
@@ -735,7 +763,7 @@ class SQLiteStore(StateStore):
         return self._dropped
 
     def close(self) -> None:
-        with self._conn_lock:
+        with self._conn_lock, _inside_sqlite:
             self._closed = True
             self._discard()
 
@@ -982,7 +1010,7 @@ class SQLiteStore(StateStore):
             self.reinit_after_fork()
         logs: List[Tuple[int, str]] = []
         try:
-            with self._conn_lock:
+            with self._conn_lock, _inside_sqlite:
                 return self._call_locked(op, fallback, write, logs)
         finally:
             for level, message in logs:

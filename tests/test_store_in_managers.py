@@ -214,3 +214,41 @@ def test_history_retention_comes_from_the_settings(state_dir: Path) -> None:
         manager.store.prune()
         assert len(manager.get_job_runs("tick")) == 3
         assert manager.get_job_status("tick").runs == 5  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX processes")
+def test_a_child_forked_while_threads_write_to_the_store_can_use_it(state_dir: Path) -> None:
+    """SQLite's own mutexes are process-wide: a fork while another thread is inside SQLite
+    must not leave the child's first SQLite call waiting forever."""
+    import warnings
+
+    from support_mp import fork_and_report
+
+    with LocalJobManager(env={}, state_dir=state_dir) as manager:
+        manager.schedule_job("busy", "Busy", lambda: None, 3600)
+        stop = threading.Event()
+
+        def writer() -> None:
+            while not stop.is_set():
+                manager.trigger_job("busy")
+
+        threads = [threading.Thread(target=writer, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+                for _ in range(10):
+                    report = fork_and_report(lambda: _read_and_write(manager))
+                    assert report is not None and report >= 1
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+
+
+def _read_and_write(manager: LocalJobManager) -> int:
+    """In a forked child: one SQLite read and two writes; the runs the store shows."""
+    manager.pause_job("busy")
+    manager.resume_job("busy")
+    return len(manager.get_job_runs("busy"))
