@@ -222,7 +222,7 @@ def test_a_child_forked_while_threads_write_to_the_store_can_use_it(state_dir: P
     must not leave the child's first SQLite call waiting forever."""
     import warnings
 
-    from support_mp import fork_and_report
+    from support_mp import fork_and_report, wait_for
 
     with LocalJobManager(env={}, state_dir=state_dir) as manager:
         manager.schedule_job("busy", "Busy", lambda: None, 3600)
@@ -236,6 +236,8 @@ def test_a_child_forked_while_threads_write_to_the_store_can_use_it(state_dir: P
         for thread in threads:
             thread.start()
         try:
+            # Runs on record before the first fork, so the child has something to read.
+            assert wait_for(lambda: bool(manager.get_job_runs("busy")), 10)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
                 for _ in range(10):
