@@ -61,6 +61,7 @@ __all__ = [
     "Env",
     "Settings",
     "default_state_dir",
+    "state_dir_setting",
     "get_app_environment",
     "get_scheduling_mode",
     "get_trigger_dev_config",
@@ -148,7 +149,7 @@ def _shutdown_timeout(env: Env) -> float:
     return value
 
 
-def _state_dir(env: Env) -> Optional[str]:
+def state_dir_setting(env: Env) -> Optional[str]:
     """``BGJOBS_STATE_DIR`` (else ``BGJOBS_LOCK_DIR``): a path; ``""`` when set but empty
     (or ``False``/``None`` in ``app.config``): off; ``None`` when neither is set."""
     for name in ("BGJOBS_STATE_DIR", "BGJOBS_LOCK_DIR"):
@@ -310,7 +311,7 @@ class Settings:
             disable_auto_sync=is_truthy(_get(source, "DISABLE_AUTO_SYNC")),
             vercel=_get(source, "VERCEL") == "1",
             timezone=_get(source, "BGJOBS_TIMEZONE"),
-            state_dir=_state_dir(source),
+            state_dir=state_dir_setting(source),
             max_workers=_whole_number(source, "BGJOBS_MAX_WORKERS", DEFAULT_MAX_WORKERS),
             shutdown_timeout=_shutdown_timeout(source),
             secret=_get(source, "BGJOBS_SECRET", "CRON_SECRET"),

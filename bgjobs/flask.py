@@ -79,13 +79,13 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from flask import Blueprint, Flask, current_app, has_app_context, request
 from flask import Response as FlaskResponse
 from werkzeug.serving import is_running_from_reloader
 
-from .config import DEFAULT_PREFIX, Settings, is_truthy
+from .config import DEFAULT_PREFIX, Settings, is_truthy, state_dir_setting
 from .execution import BaseJobManager
 from .factory import create_job_manager
 from .registry import JobRegistry
@@ -115,20 +115,6 @@ def _flag(value: object, default: bool) -> bool:
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     return is_truthy(value)
-
-
-_MISSING = object()
-
-
-def _state_dir(config: Mapping[str, Any], environ: Mapping[str, str], default: str) -> Any:
-    """``BGJOBS_STATE_DIR`` (else ``BGJOBS_LOCK_DIR``) from ``app.config``, else from the
-    environment, else ``default``; a falsy value in either turns it off."""
-    for source in (config, environ):
-        for name in ("BGJOBS_STATE_DIR", "BGJOBS_LOCK_DIR"):
-            value = source.get(name, _MISSING)
-            if value is not _MISSING:
-                return value if value and str(value).strip() else None
-    return default
 
 
 class BGJobsState:
@@ -232,18 +218,21 @@ class BGJobs:
         config.setdefault("BGJOBS_URL_PREFIX", environ.get("BGJOBS_URL_PREFIX") or DEFAULT_PREFIX)
         config.setdefault("BGJOBS_SECRET", None)
         config.setdefault("BGJOBS_MODE", None)
-        explicit_state_dir = bool(_state_dir(config, environ, ""))
-        state_dir = _state_dir(config, environ, os.path.join(app.instance_path, "bgjobs"))
+        # app.config's value, else the environment's, else the instance folder ("" is off).
+        chosen = state_dir_setting(config)
+        if chosen is None:
+            chosen = state_dir_setting(environ)
+        state_dir = os.path.join(app.instance_path, "bgjobs") if chosen is None else chosen
         config.setdefault("BGJOBS_AUTOSTART", _flag(environ.get("BGJOBS_AUTOSTART"), True))
 
         env: Dict[str, Any] = dict(environ)
         env.update((k, v) for k, v in config.items() if v is not None and _is_setting(k))
         env.pop("BGJOBS_LOCK_DIR", None)
         # "" is off: neither the environment's value nor the default applies then.
-        env["BGJOBS_STATE_DIR"] = os.fspath(state_dir) if state_dir else ""
+        env["BGJOBS_STATE_DIR"] = state_dir
 
         settings = Settings.from_env(env)
-        if settings.mode != "local" and not explicit_state_dir:
+        if settings.mode != "local" and not chosen:
             # The instance folder is the default for the local runtime only: a Vercel
             # function's is read-only, and a remote runtime gets a store when asked for one.
             settings = settings.replace(state_dir="")
