@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -79,6 +80,10 @@ such job; started it off the caller's thread (``accepted``); or found its idempo
 used before (``duplicate``: the earlier run answers)."""
 
 
+_RunOutcome = Literal["ran", "busy", "duplicate", "accepted", "refused"]
+"""What :meth:`BaseJobManager._run` did; ``refused``: a scheduled run of a stopped job."""
+
+
 @dataclass(frozen=True)
 class DispatchResult:
     """The answer to :meth:`BaseJobManager.dispatch`."""
@@ -91,16 +96,12 @@ class DispatchResult:
     earlier under the key."""
 
 
-_HOST: List[str] = []
-
-
+@functools.cache
 def _host_name() -> str:
     """This machine's name, for run records (looked up once)."""
-    if not _HOST:
-        import socket
+    import socket
 
-        _HOST.append(socket.gethostname())
-    return _HOST[0]
+    return socket.gethostname()
 
 
 def _pid_alive(host: str, pid: int) -> bool:
@@ -361,7 +362,7 @@ class BaseJobManager(BackgroundJobManager):
         #: The host's store (state.db in the state directory), or None: memory only.
         self.store: Optional[StateStore] = store
         if store is None and self.settings.lock_dir:
-            self.store = _open_state_store(self.settings)
+            self.store = open_state_store(self.settings)
         self._reaped_at = -1e9  # monotonic time of the last look for abandoned runs
         # The shared store's paused job ids, read at most every _PAUSE_REFRESH seconds so a
         # scheduled fire costs no extra query; (monotonic read time, ids).
@@ -642,7 +643,7 @@ class BaseJobManager(BackgroundJobManager):
         scheduled_for: Optional[datetime] = None,
         run_key: Optional[str] = None,
         background: bool = False,
-    ) -> Tuple[str, Optional[JobRun]]:
+    ) -> Tuple[_RunOutcome, Optional[JobRun]]:
         """Claim and run ``job``: ``("ran", run)``, ``("busy", None)``, ``("duplicate",
         earlier run)``, ``("accepted", run)`` (``background``: running on a thread of its
         own) or ``("refused", None)`` (a scheduled run of a stopped job)."""
@@ -723,7 +724,7 @@ class BaseJobManager(BackgroundJobManager):
         scheduled_for: Optional[datetime],
         *,
         began: Optional[Callable[[JobRun], None]] = None,
-    ) -> Tuple[str, Optional[JobRun]]:
+    ) -> Tuple[_RunOutcome, Optional[JobRun]]:
         """Run a claimed job in the calling thread and record it everywhere."""
         me = threading.get_ident()
         # Registered before the stopped check, so stop_all_jobs(wait=True) either
@@ -845,8 +846,8 @@ class BaseJobManager(BackgroundJobManager):
             return DispatchResult("paused", self._status(job))
         outcome, run = self._run(job, trigger=trigger, run_key=run_key, background=background)
         self._refresh(job)
-        result: DispatchOutcome = "busy" if outcome in ("busy", "refused") else outcome  # type: ignore[assignment]
-        return DispatchResult(result, self._status(job), run)
+        # A refused run (stopped between the check above and its start) was not run: busy.
+        return DispatchResult("busy" if outcome == "refused" else outcome, self._status(job), run)
 
     # -- history and pausing ----------------------------------------------------------------
 
@@ -1030,15 +1031,17 @@ _REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
 _PAUSE_REFRESH = 1.0  # seconds a process may take to see another's pause or resume
 
 
-def _open_state_store(settings: Settings) -> StateStore:
-    """The store in the settings' state directory, after the directory's safety checks."""
+def open_state_store(settings: Settings, *, checked: bool = False) -> StateStore:
+    """The store in the settings' state directory, after the directory's safety checks
+    (``checked``: the caller has made them, e.g. by opening it as its lock directory)."""
     from datetime import timedelta
-
-    from ._local.hostlock import LockDirectory  # the same rules as the lock files'
 
     path = settings.lock_dir
     assert path is not None
-    LockDirectory(path)  # raises UnsafeLockDirError for a directory others could touch
+    if not checked:
+        from ._local.hostlock import LockDirectory  # the same rules as the lock files'
+
+        LockDirectory(path)  # raises UnsafeLockDirError for a directory others could touch
     return open_store(
         path, keep_runs=settings.history_runs, max_age=timedelta(days=settings.history_days)
     )

@@ -79,7 +79,7 @@ from ._local.leadership import (
 )
 from ._local.timers import TimerHandle, TimerQueue
 from .config import Settings
-from .execution import BaseJobManager, Job
+from .execution import BaseJobManager, Job, open_state_store
 from .schedules import Clock, utc_datetime
 from .store import StateStore
 
@@ -124,6 +124,8 @@ class LocalJobManager(BaseJobManager):
             settings = settings.replace(state_dir=os.fspath(chosen))
         path = settings.lock_dir
         host = LockDirectory(path) if path else None  # checked before the store opens
+        if store is None and host is not None:
+            store = open_state_store(settings, checked=True)
         super().__init__(clock=clock, settings=settings, store=store)
         self._timers = TimerQueue(self._clock, max_workers=self.settings.max_workers)
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
