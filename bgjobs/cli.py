@@ -42,7 +42,7 @@ from datetime import datetime, timedelta, timezone
 from types import FrameType
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
-from . import __version__
+from . import __version__, _time
 from ._cli.apps import APP_HELP, LoadedApp, load_app
 from ._cli.console import (
     View,
@@ -156,7 +156,7 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
     manager.set_run_context(target.run_context)
     out = sys.stdout
     stop = _StopSignals()
-    started = time.monotonic()
+    started = _time.monotonic()
     with contextlib.ExitStack() as stack:
         view = open_view(stack, out, plain=args.plain)
         stack.enter_context(stop.installed())
@@ -179,7 +179,7 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
         deadline = started + duration if duration is not None else None
         limit = f" of {span(duration)}" if duration else ""
         while stop.count == 0:
-            now = time.monotonic()
+            now = _time.monotonic()
             if deadline is not None and now >= deadline:
                 break
             uptime = f"up {span(now - started)}{limit}"
@@ -189,7 +189,7 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
         reason = "duration reached" if stop.count == 0 else f"{stop.last} received"
         abandoned, why = _shut_down(manager, view, stop, reason)
         view.refresh(manager, f"bgjobs run {app} · stopped ({reason})", force=True)
-    print(summary(manager, reason, time.monotonic() - started), file=out, flush=True)
+    print(summary(manager, reason, _time.monotonic() - started), file=out, flush=True)
     if not abandoned:
         return EXIT_OK
     print(f"bgjobs: gave up waiting for {', '.join(abandoned)} ({why})", file=sys.stderr)
@@ -214,7 +214,7 @@ def _shut_down(
         daemon=True,
     )
     waiter.start()
-    began = time.monotonic()
+    began = _time.monotonic()
     announced = False
     while True:
         waiter.join(_STEP)
@@ -232,7 +232,7 @@ def _shut_down(
                 "(Ctrl-C again to quit now)"
             )
             announced = True
-        waited = span(time.monotonic() - began)
+        waited = span(_time.monotonic() - began)
         view.refresh(
             manager, f"stopping ({reason}) · waiting {waited} for {names} · Ctrl-C again quits"
         )
@@ -266,7 +266,7 @@ def _cmd_list(target: LoadedApp, args: argparse.Namespace) -> int:
     if not len(registry):
         print(f"{target.spec}: no jobs declared")
         return EXIT_OK
-    now = datetime.now(UTC)
+    now = _time.utc_now()
     rows = []
     for definition in registry:
         description, fires = _schedule_and_fires(definition, now, 3, target)

@@ -17,7 +17,6 @@ import functools
 import logging
 import os
 import threading
-import time
 import traceback
 import weakref
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import (
     Tuple,
 )
 
+from . import _time
 from .config import Settings
 from .errors import JobNotFoundError
 from .metrics import MetricsAggregator
@@ -912,7 +912,7 @@ class BaseJobManager(BackgroundJobManager):
             record = store.job(job_id)
             return record is not None and record.paused
         read_at, paused = self._paused_seen
-        now = time.monotonic()
+        now = _time.monotonic()
         if now - read_at >= _PAUSE_REFRESH:
             paused = store.paused_jobs()
             self._paused_seen = (now, paused)
@@ -921,7 +921,7 @@ class BaseJobManager(BackgroundJobManager):
     def _housekeeping(self) -> None:
         """Mark runs whose process died ``abandoned`` (at most every few seconds)."""
         store = self.store
-        now = time.monotonic()
+        now = _time.monotonic()
         if store is None or now - self._reaped_at < _REAP_INTERVAL:
             return
         self._reaped_at = now
@@ -1095,7 +1095,7 @@ def _exit_hook() -> None:
         _exiting = True
         # A manager already shut down had its wait, or is having it.
         managers = [m for m in _live_managers if not m._closed]
-    started = time.monotonic()
+    started = _time.monotonic()
     for manager in managers:
         try:
             manager._stop_for_good()
@@ -1103,7 +1103,7 @@ def _exit_hook() -> None:
             logger.exception("bgjobs: stopping %r at exit failed", manager)
     for manager in managers:
         timeout = manager.settings.shutdown_timeout
-        remaining = timeout - (time.monotonic() - started)
+        remaining = timeout - (_time.monotonic() - started)
         running = manager.running_job_ids()
         if running:
             logger.info(

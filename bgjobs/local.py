@@ -183,7 +183,9 @@ class LocalJobManager(BaseJobManager):
         # Armed inside if_live so a concurrent stop either sees and cancels this timer or
         # makes this call do nothing.
         if job.if_live(arm):
-            job.set_next_run(utc_datetime(wall))
+            # To the millisecond: an interval's wall time is converted from the monotonic
+            # clock, off by the microseconds between two reads (shown under frozen time).
+            job.set_next_run(utc_datetime(round(wall, 3)))
 
     def _tick(self, job: Job, due: float) -> None:
         """A timer fired (on a pool worker): name the thread for the job while it runs."""

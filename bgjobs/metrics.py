@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Optional
 
+from . import _time
 from .types import JobMetrics
 
 __all__ = ["MetricsAggregator"]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return _time.utc_now()
 
 
 class MetricsAggregator:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import List, Optional
 
+from . import _time
 from .types import (
     BackgroundJobManager,
     Interval,
@@ -26,7 +26,7 @@ class NoOpJobManager(BackgroundJobManager):
     """
 
     def __init__(self) -> None:
-        self._created = datetime.now(timezone.utc)
+        self._created = _time.utc_now()
 
     def schedule_job(self, id: str, name: str, job: JobFunc, interval: Interval) -> None:
         return None

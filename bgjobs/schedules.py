@@ -21,10 +21,10 @@ from __future__ import annotations
 import abc
 import math
 import threading
-import time
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, List, Optional, Protocol, Tuple
 
+from . import _time
 from .errors import InvalidScheduleError
 from .types import Interval, TimezoneArg
 
@@ -84,14 +84,15 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock: :func:`time.monotonic`, :func:`time.time` and real waits.
 
-    Each read calls the :mod:`time` function anew, so a library that patches it (freezegun)
-    is seen."""
+    The wall clock is read anew on every call, so freezegun's frozen or ticking time is
+    seen; the monotonic clock stays real under freezegun, so waits neither hang nor spin
+    (:mod:`bgjobs._time`)."""
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return _time.monotonic()
 
     def time(self) -> float:
-        return time.time()
+        return _time.wall_time()
 
     def wait(self, condition: threading.Condition, timeout: float) -> object:
         return condition.wait(timeout)

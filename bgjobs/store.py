@@ -58,6 +58,7 @@ from typing import (
     Union,
 )
 
+from . import _time
 from .schedules import Clock, SystemClock, utc_datetime
 from .types import JobRun, RunOutcome
 
@@ -1072,7 +1073,7 @@ class SQLiteStore(StateStore):
         # recovery), and SQLite answers some of them "database is locked" at once, without
         # its busy handler: retry the whole opening, on a fresh connection, within the busy
         # timeout, as for every other lock.
-        deadline = time.monotonic() + self._busy_timeout
+        deadline = _time.monotonic() + self._busy_timeout
         pause = 0.001
         while True:
             conn = self._connect()
@@ -1089,7 +1090,7 @@ class SQLiteStore(StateStore):
             except sqlite3.OperationalError as exc:
                 _close_quietly(conn)
                 text = str(exc).lower()
-                if not ("locked" in text or "busy" in text) or time.monotonic() >= deadline:
+                if not ("locked" in text or "busy" in text) or _time.monotonic() >= deadline:
                     raise
             except BaseException:
                 _close_quietly(conn)

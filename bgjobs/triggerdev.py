@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import traceback
 import uuid
 import weakref
@@ -41,6 +40,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 
 import requests
 
+from . import _time
 from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import BaseJobManager, Job
@@ -376,7 +376,7 @@ class TriggerDevJobManager(BaseJobManager):
         and ``TimeoutError`` if ``timeout`` seconds pass first (the work goes on; call
         ``sync`` again to wait for it).
         """
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else _time.monotonic() + max(0.0, timeout)
         with self._sync_lock:
             mark = self._attempts
         while True:
@@ -384,7 +384,7 @@ class TriggerDevJobManager(BaseJobManager):
             if settled is not None:
                 break
             with self._sync_lock:
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                remaining = None if deadline is None else max(0.0, deadline - _time.monotonic())
                 if not self._sync_lock.wait_for(self._drained, remaining):
                     left = len(self._queue) + (self._in_flight is not None)
                     raise TimeoutError(

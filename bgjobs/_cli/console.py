@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
+from .. import _time
 from ..execution import BaseJobManager
 from ..schedules import format_seconds
 from ..types import JobMetrics, JobStatus
@@ -183,7 +184,7 @@ def summary(manager: BaseJobManager, reason: str, elapsed: float) -> str:
     """What ``run`` prints last: why it stopped, each job's totals, and the metrics."""
     lines = [f"bgjobs: stopped after {span(elapsed)} ({reason})"]
     statuses = manager.get_all_job_statuses()
-    lines += ["  " + line for line in _status_table(statuses, datetime.now(UTC), live=False)]
+    lines += ["  " + line for line in _status_table(statuses, _time.utc_now(), live=False)]
     lines.append(f"Metrics: {_metrics_line(manager.get_job_metrics())}")
     return "\n".join(lines)
 
@@ -332,7 +333,7 @@ class _PlainView(View):
                 continue
             self._seen[status.id] = (status.runs, status.failures)
             if status.status == "running" or status.last_run is None:
-                ended = datetime.now(UTC)  # the job has started again since
+                ended = _time.utc_now()  # the job has started again since
             else:
                 ended = status.last_run + timedelta(seconds=status.duration)
             if status.failures > failures:
@@ -375,7 +376,7 @@ class _LiveView(View):
 
     def refresh(self, manager: BaseJobManager, header: str, *, force: bool = False) -> None:
         pending = self._pending()
-        now = time.monotonic()
+        now = _time.monotonic()
         if not (pending or force or now - self._drawn_at >= _REDRAW):
             return
         self._drawn_at = now
@@ -391,7 +392,7 @@ class _LiveView(View):
     def _lines(self, manager: BaseJobManager, header: str) -> List[Tuple[str, str]]:
         """Each line of the display, without and with colours (the first to measure it)."""
         statuses = manager.get_all_job_statuses()
-        now = datetime.now(UTC)
+        now = _time.utc_now()
         plain = _status_table(statuses, now, colour=False)
         painted = _status_table(statuses, now, colour=self._colour)
         footer = [

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import threading
-import time
 import weakref
 from abc import ABC, abstractmethod
 from typing import (
@@ -51,6 +50,7 @@ from typing import (
     Tuple,
 )
 
+from .. import _time
 from ..schedules import utc_datetime
 from . import hostlock
 from .hostlock import HostLock, LockDirectory, lock_file_name
@@ -438,7 +438,7 @@ class HostCoordinator(Coordinator):
             return False
         if not self._deferring:
             return True
-        now = time.monotonic()
+        now = _time.monotonic()
         if leadership.free_since is not None and now - leadership.free_since >= DEFER_SECONDS:
             return True
         if leadership.free_since is None:

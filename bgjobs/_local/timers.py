@@ -21,15 +21,27 @@ import threading
 from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from .. import _time
 from ..config import DEFAULT_MAX_WORKERS
 from ..schedules import Clock
 
-__all__ = ["DEFAULT_MAX_WORKERS", "WALL_CLOCK_RECHECK", "TimerHandle", "TimerQueue", "Wait"]
+__all__ = [
+    "DEFAULT_MAX_WORKERS",
+    "FROZEN_RECHECK",
+    "WALL_CLOCK_RECHECK",
+    "TimerHandle",
+    "TimerQueue",
+    "Wait",
+]
 
 logger = logging.getLogger(__name__)
 
 WALL_CLOCK_RECHECK = 60.0
 """Seconds between checks that the wall clock was not stepped while a cron job waits."""
+
+FROZEN_RECHECK = 1.0
+"""The same while freezegun patches the time: a test's ``move_to()`` is a step it expects
+to be seen within a second, not a minute."""
 
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
 _COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
@@ -39,6 +51,10 @@ Wait = Callable[[threading.Condition, float], object]
 """``wait(condition, timeout)``: called with ``condition`` held, returns once ``timeout``
 seconds have passed on the queue's clock or ``condition`` was notified (early returns are
 fine: due times are checked again)."""
+
+
+def _recheck() -> float:
+    return FROZEN_RECHECK if _time.freezegun_active() else WALL_CLOCK_RECHECK
 
 
 class TimerHandle:
@@ -197,10 +213,10 @@ class TimerQueue:
                     handle._key = self._key(handle)
                     heapq.heappush(heap, (handle._key, next(self._seq), handle))
                     if handle._key <= self._clock.monotonic():
-                        self._wait(self._cond, min(early, WALL_CLOCK_RECHECK))
+                        self._wait(self._cond, min(early, _recheck()))
                     continue
                 return handle
-            self._wait(self._cond, min(remaining, WALL_CLOCK_RECHECK))
+            self._wait(self._cond, min(remaining, _recheck()))
 
     def _notice_clock_step(self) -> None:
         offset = self._clock.time() - self._clock.monotonic()

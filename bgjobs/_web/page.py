@@ -11,6 +11,7 @@ import html
 from datetime import datetime, timezone
 from typing import Any, List, Mapping, Optional
 
+from .. import _time
 from ..schedules import format_seconds
 from ..types import JobMetrics, JobStatus
 
@@ -147,7 +148,7 @@ def render_status_page(
     Inline CSS only and no script; ``<meta http-equiv="refresh">`` reloads the same URL
     (``?token=`` included) every :data:`PAGE_REFRESH_SECONDS` seconds.
     """
-    generated = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    generated = (now or _time.utc_now()).astimezone(timezone.utc)
     if statuses:
         rows = "\n".join(_job_row(s) for s in statuses)
     else:
