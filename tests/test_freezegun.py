@@ -59,11 +59,10 @@ def test_frozen_next_runs_for_a_manager_made_before_the_block(before: LocalJobMa
 
 
 def test_frozen_next_runs_for_a_manager_made_inside_the_block() -> None:
-    with freeze_time("2024-01-15 08:30:00"):
-        with LocalJobManager(env={}) as manager:
-            schedule_four(manager)
-            assert next_runs(manager) == FROZEN_NEXT_RUNS
-            assert manager.get_job_metrics().last_cleanup == utc(2024, 1, 15, 8, 30)
+    with freeze_time("2024-01-15 08:30:00"), LocalJobManager(env={}) as manager:
+        schedule_four(manager)
+        assert next_runs(manager) == FROZEN_NEXT_RUNS
+        assert manager.get_job_metrics().last_cleanup == utc(2024, 1, 15, 8, 30)
 
 
 def test_frozen_time_does_not_spin_the_timer_thread(before: LocalJobManager) -> None:
@@ -105,16 +104,15 @@ def test_an_interval_job_keeps_running_through_and_after_a_frozen_block(
 
 
 def test_runs_statuses_and_metrics_carry_frozen_timestamps() -> None:
-    with freeze_time("2024-01-15 08:30:00"):
-        with LocalJobManager(env={}) as manager:
-            manager.schedule_cron_job("r", "R", lambda: None, "0 9 * * *")
-            assert manager.trigger_job("r")
-            (run,) = manager.get_job_runs("r")
-            assert run.started == run.finished == utc(2024, 1, 15, 8, 30)
-            status = manager.get_job_status("r")
-            assert status is not None
-            assert status.last_run == status.last_success == utc(2024, 1, 15, 8, 30)
-            assert manager.get_job_metrics().last_cleanup == utc(2024, 1, 15, 8, 30)
+    with freeze_time("2024-01-15 08:30:00"), LocalJobManager(env={}) as manager:
+        manager.schedule_cron_job("r", "R", lambda: None, "0 9 * * *")
+        assert manager.trigger_job("r")
+        (run,) = manager.get_job_runs("r")
+        assert run.started == run.finished == utc(2024, 1, 15, 8, 30)
+        status = manager.get_job_status("r")
+        assert status is not None
+        assert status.last_run == status.last_success == utc(2024, 1, 15, 8, 30)
+        assert manager.get_job_metrics().last_cleanup == utc(2024, 1, 15, 8, 30)
 
 
 def test_a_ticking_block_moves_next_runs_as_jobs_fire() -> None:
@@ -126,31 +124,29 @@ def test_a_ticking_block_moves_next_runs_as_jobs_fire() -> None:
         if len(fired) >= 2:
             done.set()
 
-    with freeze_time("2024-01-15 08:29:58", tick=True):
-        with LocalJobManager(env={}) as manager:
-            manager.schedule_cron_job("s", "S", job, "* * * * * *")  # every second
-            first = manager.get_job_status("s").next_run  # type: ignore[union-attr]
-            assert first is not None and first.year == 2024
-            assert done.wait(10)
-            later = manager.get_job_status("s").next_run  # type: ignore[union-attr]
+    with freeze_time("2024-01-15 08:29:58", tick=True), LocalJobManager(env={}) as manager:
+        manager.schedule_cron_job("s", "S", job, "* * * * * *")  # every second
+        first = manager.get_job_status("s").next_run  # type: ignore[union-attr]
+        assert first is not None and first.year == 2024
+        assert done.wait(10)
+        later = manager.get_job_status("s").next_run  # type: ignore[union-attr]
     assert later is not None and later > first
     assert all(when.year == 2024 for when in fired)
 
 
 def test_move_to_past_a_due_time_runs_the_job_within_the_frozen_recheck() -> None:
     ran = threading.Event()
-    with freeze_time("2024-01-15 08:30:00") as frozen:
-        with LocalJobManager(env={}) as manager:
-            manager.schedule_cron_job("r", "R", ran.set, "0 9 * * *")
-            frozen.move_to("2024-01-15 09:00:01")
-            started = time.monotonic()
-            assert ran.wait(5 * FROZEN_RECHECK)
-            assert time.monotonic() - started < 5 * FROZEN_RECHECK
-            assert manager.wait_idle(5)
-            status = manager.get_job_status("r")
-            assert status is not None
-            assert status.last_run == utc(2024, 1, 15, 9, 0, 1)
-            assert status.next_run == utc(2024, 1, 16, 9)
+    with freeze_time("2024-01-15 08:30:00") as frozen, LocalJobManager(env={}) as manager:
+        manager.schedule_cron_job("r", "R", ran.set, "0 9 * * *")
+        frozen.move_to("2024-01-15 09:00:01")
+        started = time.monotonic()
+        assert ran.wait(5 * FROZEN_RECHECK)
+        assert time.monotonic() - started < 5 * FROZEN_RECHECK
+        assert manager.wait_idle(5)
+        status = manager.get_job_status("r")
+        assert status is not None
+        assert status.last_run == utc(2024, 1, 15, 9, 0, 1)
+        assert status.next_run == utc(2024, 1, 16, 9)
 
 
 @pytest.mark.parametrize(
@@ -165,12 +161,9 @@ def test_move_to_past_a_due_time_runs_the_job_within_the_frozen_recheck() -> Non
 def test_paris_cron_next_runs_on_both_dst_change_days_under_frozen_time(
     frozen: str, expected: datetime
 ) -> None:
-    with freeze_time(frozen):
-        with LocalJobManager(env={}) as manager:
-            manager.schedule_cron_job(
-                "n", "Night", lambda: None, "30 2 * * *", timezone="Europe/Paris"
-            )
-            assert manager.get_job_status("n").next_run == expected  # type: ignore[union-attr]
+    with freeze_time(frozen), LocalJobManager(env={}) as manager:
+        manager.schedule_cron_job("n", "Night", lambda: None, "30 2 * * *", timezone="Europe/Paris")
+        assert manager.get_job_status("n").next_run == expected  # type: ignore[union-attr]
 
 
 def test_a_test_that_ignores_bgjobs_leaves_it_on_real_time() -> None:
