@@ -156,13 +156,51 @@ def _run_awaitable(awaitable: Any) -> None:
         raise failure[0]
 
 
+class _History:
+    """What a job's runs left behind: shared by a job and the ones that replace it (the id
+    is the same job). Guarded by the owning jobs' shared lock."""
+
+    __slots__ = (
+        "duration",
+        "error",
+        "failures",
+        "last_error",
+        "last_failure",
+        "last_run",
+        "last_success",
+        "outcome",
+        "run_of",
+        "running",
+        "runs",
+        "skips",
+        "stopped_when_run_began",
+    )
+
+    def __init__(self) -> None:
+        self.running = False
+        self.run_of: Optional[Job] = None  # the definition whose run is (or was last) going
+        self.stopped_when_run_began = False
+        self.outcome: JobStatusType = "scheduled"  # last run's outcome
+        self.last_run: Optional[datetime] = None
+        self.duration = 0.0
+        self.error: Optional[str] = None
+        self.runs = 0
+        self.failures = 0
+        self.skips = 0
+        self.last_success: Optional[datetime] = None
+        self.last_failure: Optional[datetime] = None
+        self.last_error: Optional[str] = None
+
+
 class Job:
     """One job: its definition and its live state.
 
     The definition (``id``, ``name``, ``func``, ``schedule``) never changes; replacing a
-    job makes a new :class:`Job` that inherits the old one's ``run_lock``, so the old and
-    new schedules can never run the job twice at once. The live state is private: every
-    method below takes the job's own lock, so runtimes never lock a job themselves.
+    job makes a new :class:`Job` that continues the old one (:meth:`continue_from`): it
+    inherits the ``run_lock``, so the old and new schedules can never run the job twice at
+    once, and the counters and last run, so a replacement loses no history. The live state
+    is private: every method below takes the job's own lock, so runtimes never lock a job
+    themselves.
 
     Shown status: ``running`` while a run is going (unless the job was stopped during it),
     else ``stopped`` once stopped, else the last run's outcome (``scheduled`` before one).
@@ -183,24 +221,22 @@ class Job:
         self.schedule = schedule
         # Held for the whole of a run, acquired without blocking: the overlap guard.
         self.run_lock = run_lock or threading.Lock()
-        # Guards every field below; held only for assignments, never across a job call.
+        # Guards every field below and the history's; held only for assignments, never
+        # across a job call. A replacement shares it with the job it replaces.
         self._lock = threading.Lock()
+        self._h = _History()
         self._stopped = False  # the schedule is cancelled (runs may still be triggered)
-        self._running = False
-        self._stopped_when_run_began = False
-        self._outcome: JobStatusType = "scheduled"  # last run's outcome
-        self._last_run: Optional[datetime] = None
         self._next_run: Optional[datetime] = None
-        self._duration = 0.0
-        self._error: Optional[str] = None
-        self._runs = 0
-        self._failures = 0
-        self._skips = 0
         self._runner: Optional[str] = None
         self._sync_error: Optional[str] = None
-        self._last_success: Optional[datetime] = None
-        self._last_failure: Optional[datetime] = None
-        self._last_error: Optional[str] = None
+
+    def continue_from(self, old: Job) -> None:
+        """Make this job (not installed yet) the same job as ``old``, which it replaces:
+        the overlap lock and the run history and counters are shared, so a run of ``old``
+        still going shows here and is counted here when it ends."""
+        self.run_lock = old.run_lock
+        self._lock = old._lock
+        self._h = old._h
 
     @property
     def description(self) -> str:
@@ -220,9 +256,12 @@ class Job:
             return self._next_run
 
     def _status(self) -> JobStatusType:
-        if self._running and self._stopped == self._stopped_when_run_began:
+        h = self._h
+        if h.running and (
+            self._stopped == h.stopped_when_run_began if h.run_of is self else not self._stopped
+        ):
             return "running"
-        return "stopped" if self._stopped else self._outcome
+        return "stopped" if self._stopped else self._h.outcome
 
     @property
     def status(self) -> JobStatusType:
@@ -236,19 +275,19 @@ class Job:
                 id=self.id,
                 name=self.name,
                 status=status,
-                last_run=self._last_run,
+                last_run=self._h.last_run,
                 next_run=self._next_run,
-                duration=self._duration,
-                error=self._error if status == "failed" else None,
+                duration=self._h.duration,
+                error=self._h.error if status == "failed" else None,
                 schedule=self.description,
-                runs=self._runs,
-                failures=self._failures,
-                skips=self._skips,
+                runs=self._h.runs,
+                failures=self._h.failures,
+                skips=self._h.skips,
                 runner=self._runner,
                 last_sync_error=self._sync_error,
-                last_success=self._last_success,
-                last_failure=self._last_failure,
-                last_error=self._last_error,
+                last_success=self._h.last_success,
+                last_failure=self._h.last_failure,
+                last_error=self._h.last_error,
             )
 
     # -- what runtimes change -------------------------------------------------------------
@@ -291,7 +330,7 @@ class Job:
 
     def count_skips(self, count: int = 1) -> None:
         with self._lock:
-            self._skips += count
+            self._h.skips += count
 
     # -- what the core changes ----------------------------------------------------------
 
@@ -299,24 +338,25 @@ class Job:
         with self._lock:
             if scheduled and self._stopped:
                 return False
-            self._running = True
-            self._stopped_when_run_began = self._stopped
-            self._last_run = now
+            self._h.running = True
+            self._h.run_of = self
+            self._h.stopped_when_run_began = self._stopped
+            self._h.last_run = now
             return True
 
     def _end_run(self, duration: float, error: Optional[str]) -> None:
         with self._lock:
-            self._running = False
-            self._duration = duration
-            self._runs += 1
+            self._h.running = False
+            self._h.duration = duration
+            self._h.runs += 1
             if error is not None:
-                self._failures += 1
-            self._outcome = "completed" if error is None else "failed"
-            self._error = error
+                self._h.failures += 1
+            self._h.outcome = "completed" if error is None else "failed"
+            self._h.error = error
             if error is None:
-                self._last_success = self._last_run
+                self._h.last_success = self._h.last_run
             else:
-                self._last_failure, self._last_error = self._last_run, error
+                self._h.last_failure, self._h.last_error = self._h.last_run, error
 
     def _unstop(self, next_run: Optional[datetime]) -> None:
         """Undo :meth:`stop` (a failed replacement puts the old job back)."""
@@ -330,7 +370,7 @@ class Job:
         if running_here:
             self.run_lock.acquire()
         else:
-            self._running = False
+            self._h.running = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id!r} {self.description} {self.status}>"
@@ -472,7 +512,7 @@ class BaseJobManager(BackgroundJobManager):
             old = self._jobs.get(job.id)
             if old is not None:
                 old_next_run = old.next_run
-                job.run_lock = old.run_lock
+                job.continue_from(old)
                 was_live = old.stop()
                 self._cancel(old)
             self._jobs[job.id] = job
@@ -507,12 +547,19 @@ class BaseJobManager(BackgroundJobManager):
         job.stop()
         self._cancel(job)
 
-    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> bool:
         for job in self._all_jobs():
             job.stop()
             self._cancel(job)
-        if wait:
-            self.wait_idle(timeout)
+        if not wait:
+            return not self._others_running()
+        if self.wait_idle(timeout):
+            return True
+        self._log_still_running(
+            f"after stop_all_jobs(wait=True, timeout={timeout!r}) waited its timeout; "
+            "it returns False"
+        )
+        return False
 
     def close(self) -> None:
         """:meth:`shutdown` with the default timeout. Idempotent."""
@@ -543,19 +590,28 @@ class BaseJobManager(BackgroundJobManager):
         """Wait up to ``wait`` seconds for running jobs; log each one left, by name."""
         if self.wait_idle(max(0.0, wait)):
             return True
+        self._log_still_running(
+            f"after the {self.settings.shutdown_timeout:g}s shutdown timeout; not waiting "
+            "for it (BGJOBS_SHUTDOWN_TIMEOUT sets the timeout)"
+        )
+        return False
+
+    def _others_running(self) -> List[str]:
+        """Ids of the jobs running now on threads other than the calling one."""
         me = threading.get_ident()
         with self._idle:
-            running = [job_id for ident, job_id in self._running.items() if ident != me]
-        for job_id in running:
+            return [job_id for ident, job_id in self._running.items() if ident != me]
+
+    def _log_still_running(self, what: str) -> None:
+        """A warning per job still running (a run on the calling thread excepted)."""
+        for job_id in self._others_running():
             job = self._job(job_id)
             logger.warning(
-                "job %r (%s) is still running after the %gs shutdown timeout; not waiting "
-                "for it (BGJOBS_SHUTDOWN_TIMEOUT sets the timeout)",
+                "job %r (%s) is still running %s",
                 job_id,
                 job.name if job is not None else "?",
-                self.settings.shutdown_timeout,
+                what,
             )
-        return False
 
     @property
     def closed(self) -> bool:

@@ -49,8 +49,9 @@ class NoOpJobManager(BackgroundJobManager):
     def stop_job(self, id: str) -> None:
         return None
 
-    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
-        return None
+    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> bool:
+        """Always ``True``: nothing ever runs."""
+        return True
 
     def get_job_status(self, id: str) -> Optional[JobStatus]:
         return None

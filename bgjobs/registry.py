@@ -19,6 +19,7 @@ here. Declarations are validated immediately, so a typo fails at import, not at 
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import weakref
@@ -64,6 +65,32 @@ def validate_job(job_id: object, name: object, job: object) -> None:
         raise TypeError(f"job {job_id!r}: name must be a string, got {name!r}")
     if not callable(job):
         raise TypeError(f"job {job_id!r}: job must be callable, got {job!r}")
+    _check_takes_no_arguments(job_id, job)
+
+
+def _check_takes_no_arguments(job_id: str, job: Callable[..., object]) -> None:
+    """Refuse a job that needs an argument: it would fail only when it first runs."""
+    try:
+        signature = inspect.signature(job)
+    except (TypeError, ValueError):  # a builtin or extension callable without a signature
+        return  # cannot tell: accept it, as before
+    required = [
+        parameter.name
+        for parameter in signature.parameters.values()
+        if parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    if required:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: {_callable_name(job)} needs argument(s) "
+            f"{', '.join(required)}, but a job is called with none; give them defaults or "
+            "bind them (functools.partial(func, ...) or lambda: func(...))"
+        )
+
+
+def _callable_name(job: Callable[..., object]) -> str:
+    name = getattr(job, "__qualname__", None) or getattr(job, "__name__", None)
+    return f"{name}()" if isinstance(name, str) else repr(job)
 
 
 @dataclass(frozen=True)

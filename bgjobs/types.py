@@ -302,10 +302,12 @@ class BackgroundJobManager(abc.ABC):
         """
 
     @abc.abstractmethod
-    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
+    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> bool:
         """Stop every job; with ``wait``, block until running runs end or ``timeout`` passes.
 
-        Called from inside a job, ``wait`` does not wait for that job's own run.
+        Returns ``True`` when no run is still going on return, ``False`` otherwise (with
+        ``wait``, each job still running after the timeout is logged by name). Called
+        from inside a job, that job's own run does not count and is not waited for.
         """
 
     @abc.abstractmethod

@@ -475,8 +475,8 @@ class _PlainManager(BackgroundJobManager):
     def stop_job(self, id: str) -> None:
         pass
 
-    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> None:
-        pass
+    def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> bool:
+        return True
 
     def get_job_status(self, id: str) -> Optional[JobStatus]:
         return self.status if self.status is not None and self.status.id == id else None
