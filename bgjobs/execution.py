@@ -402,7 +402,7 @@ class BaseJobManager(BackgroundJobManager):
         #: The host's store (state.db in the state directory), or None: memory only.
         self.store: Optional[StateStore] = store
         if store is None and self.settings.lock_dir:
-            self.store = open_state_store(self.settings)
+            self.store = open_state_store(self.settings, clock=self._clock)
         self._reaped_at = -1e9  # monotonic time of the last look for abandoned runs
         # The shared store's paused job ids, read at most every _PAUSE_REFRESH seconds so a
         # scheduled fire costs no extra query; (monotonic read time, ids).
@@ -1087,9 +1087,12 @@ _REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
 _PAUSE_REFRESH = 1.0  # seconds a process may take to see another's pause or resume
 
 
-def open_state_store(settings: Settings, *, checked: bool = False) -> StateStore:
+def open_state_store(
+    settings: Settings, *, checked: bool = False, clock: Optional[Clock] = None
+) -> StateStore:
     """The store in the settings' state directory, after the directory's safety checks
-    (``checked``: the caller has made them, e.g. by opening it as its lock directory)."""
+    (``checked``: the caller has made them, e.g. by opening it as its lock directory), on the
+    manager's ``clock`` (history ages are counted on the clock its runs are recorded by)."""
     from datetime import timedelta
 
     path = settings.lock_dir
@@ -1099,7 +1102,10 @@ def open_state_store(settings: Settings, *, checked: bool = False) -> StateStore
 
         LockDirectory(path)  # raises UnsafeLockDirError for a directory others could touch
     return open_store(
-        path, keep_runs=settings.history_runs, max_age=timedelta(days=settings.history_days)
+        path,
+        keep_runs=settings.history_runs,
+        max_age=timedelta(days=settings.history_days),
+        clock=clock,
     )
 
 

@@ -125,9 +125,9 @@ class LocalJobManager(BaseJobManager):
         path = settings.lock_dir
         host = LockDirectory(path) if path else None  # checked before the store opens
         if store is None and host is not None:
-            store = open_state_store(settings, checked=True)
+            store = open_state_store(settings, checked=True, clock=clock)
         super().__init__(clock=clock, settings=settings, store=store)
-        self._timers = TimerQueue(self._clock, max_workers=self.settings.max_workers)
+        self._timers = self._timer_queue()
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
         self._armed_lock = threading.Lock()
         self._armed: Dict[Job, TimerHandle] = {}
@@ -148,6 +148,11 @@ class LocalJobManager(BaseJobManager):
         return self._coordinator.lock_dir
 
     # -- timers -------------------------------------------------------------------------
+
+    def _timer_queue(self) -> TimerQueue:
+        """The queue that fires this manager's timers (the manual clock's manager replaces
+        it with one the test drives)."""
+        return TimerQueue(self._clock, max_workers=self.settings.max_workers)
 
     def _now(self, job: Job) -> float:
         assert job.schedule is not None
