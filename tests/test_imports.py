@@ -42,6 +42,8 @@ FACES = (
     "bgjobs.__main__",
     "bgjobs._cli",
     "bgjobs._web",
+    "bgjobs.testing",
+    "bgjobs.pytest_plugin",
 )
 """Modules (and packages, with everything in them) users run bgjobs through."""
 
