@@ -35,6 +35,7 @@ from typing import (
 )
 
 from . import _time
+from ._process import end_process_if_main_thread
 from .config import Settings
 from .errors import JobNotFoundError
 from .metrics import MetricsAggregator
@@ -742,8 +743,8 @@ class BaseJobManager(BackgroundJobManager):
         def work() -> None:
             try:
                 self._execute(job, run_id, trigger, False, None, began=started.append)
-            except BaseException:  # SystemExit in a job: recorded; the thread just ends
-                pass
+            except BaseException as exc:  # SystemExit in a job: recorded; the thread ends
+                end_process_if_main_thread(exc)  # unless it is all a forked child has left
             finally:
                 began.set()
                 try:

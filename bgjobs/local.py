@@ -198,6 +198,18 @@ class LocalJobManager(BaseJobManager):
         pool_name, thread.name = thread.name, f"bgjobs-{job.id}"
         try:
             self._fire(job, due)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Recorded as a failed run already. Only the main thread can end the process:
+            # in a child the job forked on this worker, it is this one (the pool ends it).
+            if thread is threading.main_thread():
+                raise
+            logger.error(
+                "job %r (%s) raised %s on a worker thread; the run is recorded as failed and "
+                "the process goes on (only the main thread can end it)",
+                job.id,
+                job.name,
+                _describe_exit(exc),
+            )
         finally:
             thread.name = pool_name
 
@@ -264,6 +276,12 @@ class LocalJobManager(BaseJobManager):
             if not (job.stopped or self._closed or job.schedule is None)
         ]
         self._coordinator.reinit_after_fork(live, {job: tick.due for job, tick in armed.items()})
+
+
+def _describe_exit(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r})"
+    return type(exc).__name__
 
 
 def _check_max_workers(value: object) -> None:

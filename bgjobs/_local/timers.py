@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from .. import _time
+from .._process import end_process_if_main_thread
 from ..config import DEFAULT_MAX_WORKERS
 from ..schedules import Clock
 
@@ -265,6 +266,11 @@ class TimerQueue:
                 continue
             try:
                 handle.callback(*handle.args)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # In a child forked on this worker, this is the child's only thread: the
+                # child must end here, not go on serving the parent's timers.
+                end_process_if_main_thread(exc)
+                logger.critical("bgjobs timer callback %r raised %r", handle, exc)
             except BaseException:  # the callback handles job errors; this is a bug
                 logger.critical("bgjobs timer callback failed", exc_info=True)
 
