@@ -60,8 +60,9 @@ no-store``. Other methods get 405 with ``Allow``; paths outside the prefix get 4
 
 Authentication: ``Authorization: Bearer <secret>``, compared in constant time. The secret is
 the ``secret`` argument, else ``BGJOBS_SECRET``, else ``CRON_SECRET`` (the variable Vercel
-sets) from ``env`` (default ``os.environ``); an empty value counts as unset. It guards every
-endpoint. With no secret configured, requests are accepted only while the app environment
+sets) from ``env`` (default ``os.environ``); an empty or whitespace-only value, the
+argument's as the environment's, counts as unset, and surrounding whitespace is dropped.
+It guards every endpoint. With no secret configured, requests are accepted only while the app environment
 (``BGJOBS_ENV``/``APP_ENV``, :func:`bgjobs.config.get_app_environment`) is
 ``development``; elsewhere they get 401 saying a secret must be configured. Because a
 browser cannot send a Bearer header, the HTML page — and only the page — also accepts
@@ -321,7 +322,14 @@ class Endpoints:
     ) -> None:
         settings = Settings.coerce(settings, env)
         self.manager = manager
-        secret = secret if secret else settings.secret
+        if secret is not None and not secret.strip():
+            logger.warning(
+                "bgjobs endpoints: the secret given is blank (whitespace only), which counts "
+                "as no secret, as it does in BGJOBS_SECRET/CRON_SECRET"
+            )
+        # Stripped like the environment's value and the Bearer token, so a blank one is
+        # unset everywhere and no token of spaces can match it.
+        secret = secret.strip() if secret is not None and secret.strip() else settings.secret
         # Only a digest of the secret is kept: nothing here can print the secret itself.
         self._secret = _digest(secret.encode("utf-8")) if secret else None
         self._environment = settings.app_environment
@@ -449,8 +457,8 @@ class Endpoints:
                 extra=challenge,
             )
         given = _bearer_token(authorization)
-        if given is None and token:
-            given = token.encode("utf-8")
+        if given is None and token and token.strip():
+            given = token.strip().encode("utf-8")
         # Constant time, and on equal-length digests so that not even the length leaks.
         if given is not None and hmac.compare_digest(_digest(given), self._secret):
             return None

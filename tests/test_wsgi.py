@@ -580,3 +580,34 @@ def test_wsgi_module_does_not_import_flask() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("blank", ["   ", " \t ", " "])
+def test_a_blank_secret_argument_counts_as_unset_like_a_blank_environment_value(
+    manager: LocalJobManager, blank: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    production = {"BGJOBS_ENV": "production"}
+    for client in (
+        Client(create_app(manager, secret=blank, env=production)),
+        Client(create_app(manager, env={**production, "BGJOBS_SECRET": blank})),
+    ):
+        # No token of spaces opens the page or any endpoint: no secret is configured.
+        assert client.get("/api/cron/?token=%20%20%20").status_code == 401
+        assert client.get("/api/cron/", query_string={"token": blank}).status_code == 401
+        assert client.get("/api/cron/status", headers=bearer(blank)).status_code == 401
+        message = assert_error(client.get("/api/cron/status"), 401)
+        assert "no secret is configured" in message
+    assert "blank" in caplog.text
+    # With a real secret in the environment, a blank argument does not override it.
+    client = Client(create_app(manager, secret=blank, env={**production, "CRON_SECRET": "s3"}))
+    assert client.get("/api/cron/status", headers=bearer("s3")).status_code == 200
+    assert client.get("/api/cron/?token=%20%20%20").status_code == 401
+
+
+def test_the_secret_argument_and_the_page_token_are_stripped_like_the_environment(
+    manager: LocalJobManager,
+) -> None:
+    client = Client(create_app(manager, secret=" padded ", env={"BGJOBS_ENV": "production"}))
+    assert client.get("/api/cron/status", headers=bearer("padded")).status_code == 200
+    assert client.get("/api/cron/?token=%20padded%20").status_code == 200
+    assert client.get("/api/cron/?token=padded").status_code == 200
