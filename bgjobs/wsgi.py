@@ -62,9 +62,9 @@ Authentication: ``Authorization: Bearer <secret>``, compared in constant time. T
 the ``secret`` argument, else ``BGJOBS_SECRET``, else ``CRON_SECRET`` (the variable Vercel
 sets) from ``env`` (default ``os.environ``); an empty or whitespace-only value, the
 argument's as the environment's, counts as unset, and surrounding whitespace is dropped.
-It guards every endpoint. With no secret configured, requests are accepted only while the app environment
-(``BGJOBS_ENV``/``APP_ENV``, :func:`bgjobs.config.get_app_environment`) is
-``development``; elsewhere they get 401 saying a secret must be configured. Because a
+It guards every endpoint. With no secret configured, requests are accepted only while
+the app environment (``BGJOBS_ENV``/``APP_ENV``, :func:`bgjobs.config.get_app_environment`)
+is ``development``; elsewhere they get 401 saying a secret must be configured. Because a
 browser cannot send a Bearer header, the HTML page — and only the page — also accepts
 ``?token=<secret>``; the token then sits in the browser history and in access logs, so
 use it on trusted networks. The secret is never put in a response or a log line.
