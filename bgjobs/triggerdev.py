@@ -54,6 +54,7 @@ __all__ = [
     "SyncOutcome",
     "SyncReport",
     "TriggerDevJobManager",
+    "remote_payload",
     "sync_registry",
 ]
 
@@ -513,13 +514,20 @@ class TriggerDevJobManager(BaseJobManager):
     def trigger_remote(self, id: str, *, idempotency_key: Optional[str] = None) -> str:
         """Enqueue a run of the job on Trigger.dev now; returns the run id.
 
-        Without ``idempotency_key`` a fresh UUID is made for this call and reused by its
-        retries, so a lost response cannot start two runs.
+        The payload has the shape of a scheduled fire's (:func:`remote_payload`), so the
+        dispatcher task treats it like one. Without ``idempotency_key`` a fresh UUID is
+        made for this call and reused by its retries, so a lost response cannot start two
+        runs.
         """
-        if self._job(id) is None:
+        job = self._job(id)
+        if job is None:
             raise JobNotFoundError(id)
+        with self._sync_lock:
+            registration = self._registration(job)
+        tz = registration.tz if registration is not None else "UTC"
+        payload = remote_payload(id, self.dedup_key(id), tz, datetime.now(timezone.utc))
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
-        return self.client.trigger_task(self.task_id, {"externalId": id}, idempotency_key=key)
+        return self.client.trigger_task(self.task_id, payload, idempotency_key=key)
 
     def remote_schedules(self) -> List[ScheduleObject]:
         """This environment's bgjobs schedules as the server has them."""
@@ -585,6 +593,25 @@ class TriggerDevJobManager(BaseJobManager):
 
     def _format_exception(self, exc: BaseException) -> str:
         return self._scrub("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+def remote_payload(job_id: str, schedule_id: str, tz: str, when: datetime) -> Dict[str, Any]:
+    """A run's payload as a scheduled fire's (Trigger.dev's ``ScheduledTaskPayload``).
+
+    A fire's payload reaches the task with ``Date`` objects; a payload sent through the
+    API is plain JSON, so the times here are ISO 8601 strings (milliseconds, ``Z``), which
+    the dispatcher task reads as well. ``scheduleId`` is the schedule's deduplication key,
+    by which the API also finds it.
+    """
+    stamp = when.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return {
+        "scheduleId": schedule_id,
+        "type": "IMPERATIVE",
+        "timestamp": stamp.replace("+00:00", "Z"),
+        "externalId": job_id,
+        "timezone": tz,
+        "upcoming": [],
+    }
 
 
 def _brief(error: TriggerDevError) -> str:

@@ -758,17 +758,26 @@ def test_trigger_remote_sends_the_external_id_with_one_idempotency_key_for_its_r
     first, second = fake.requests
     key = first.header("Idempotency-Key")
     assert key and second.header("Idempotency-Key") == key
-    assert (
-        first.json
-        == second.json
-        == {
-            "payload": {"externalId": "job"},
-            "options": {"idempotencyKey": key},
-        }
-    )
+    assert first.json == second.json
+    body = first.json
+    assert body["options"] == {"idempotencyKey": key}
+    payload = body["payload"]
+    # A scheduled fire's shape (ScheduledTaskPayload), times as ISO strings: the task reads
+    # `timestamp` (a bare {"externalId"} made it throw on `undefined.toISOString()`).
+    assert payload == {
+        "scheduleId": "bgjobs:production:job",
+        "type": "IMPERATIVE",
+        "timestamp": payload["timestamp"],
+        "externalId": "job",
+        "timezone": "UTC",
+        "upcoming": [],
+    }
+    sent = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+    assert payload["timestamp"].endswith("Z")
+    assert abs((datetime.now(timezone.utc) - sent).total_seconds()) < 60
     assert_requests_match_spec(spec, fake.requests)
     (run,) = fake.runs
-    assert run["id"] == run_id and run["payload"] == {"externalId": "job"}
+    assert run["id"] == run_id and run["payload"] == payload
 
     assert manager.trigger_remote("job", idempotency_key="deploy-1") == manager.trigger_remote(
         "job", idempotency_key="deploy-1"
