@@ -16,7 +16,24 @@ from support_clock import ManualClock
 
 from bgjobs.local import LocalJobManager
 
-pytest_plugins = ["pytester"]  # tests/test_suite_guards.py runs the fixtures below in a sandbox
+
+def _bgjobs_plugin_installed() -> bool:
+    """Whether the installed bgjobs declares its pytest11 entry point (pytest loaded it)."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    group = (
+        found.select(group="pytest11")
+        if hasattr(found, "select")
+        else found.get("pytest11", [])  # type: ignore[attr-defined]  # Python 3.9
+    )
+    return any(ep.value == "bgjobs.pytest_plugin" for ep in group)
+
+
+# pytester: tests/test_suite_guards.py runs the fixtures below in a sandbox. bgjobs' own
+# plugin (bgjobs_manager, bgjobs_clock) comes through its entry point; an install older than
+# the entry point gets it here, so the suite runs either way.
+pytest_plugins = ["pytester"] + ([] if _bgjobs_plugin_installed() else ["bgjobs.pytest_plugin"])
 
 
 @pytest.fixture

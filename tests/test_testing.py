@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,15 +24,17 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+# The plugin's fixtures (bgjobs.pytest_plugin), under this module's usual names.
 
 
 @pytest.fixture
-def manager(clock: ManualClock) -> Iterator[ManualJobManager]:
-    with ManualJobManager(clock, env={}) as m:
-        yield m
+def clock(bgjobs_clock: ManualClock) -> ManualClock:
+    return bgjobs_clock
+
+
+@pytest.fixture
+def manager(bgjobs_manager: ManualJobManager) -> ManualJobManager:
+    return bgjobs_manager
 
 
 def test_reminders_go_out_at_nine_in_paris(clock: ManualClock, manager: ManualJobManager) -> None:
