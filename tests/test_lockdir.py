@@ -99,6 +99,81 @@ def test_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     assert str(theirs) in str(info.value) and f"uid {NOBODY}" in str(info.value)
 
 
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o770])
+def test_a_shared_directory_gets_a_private_subdirectory_advised_never_a_chmod(
+    tmp_path: Path, mode: int
+) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, mode)
+    with pytest.raises(UnsafeLockDirError) as info:
+        LocalJobManager(env={}, lock_dir=shared)
+    message = str(info.value)
+    assert "chmod" not in message  # "chmod 700 /tmp" would break every other user of /tmp
+    assert f"private subdirectory instead, e.g. '{shared}{os.sep}bgjobs-" in message
+    advised = message.split("e.g. '")[1].split("'")[0]
+    assert LockDirectory(advised).path == advised  # and the advice works
+    assert _mode(Path(advised)) == 0o700
+
+
+def _lock_dir_error_as_nobody(path: Path) -> str:
+    """The error ``LockDirectory(path)`` raises in a child running as user nobody."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read_end)
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                LockDirectory(path)
+                answer = "no error"
+            except Exception as exc:
+                answer = f"{type(exc).__name__}: {exc}"
+            os.write(write_end, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return answer
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+, on purpose
+@pytest.mark.parametrize("inside", ["state", "a/b", ""], ids=["child", "grandchild", "itself"])
+def test_a_directory_this_user_cannot_enter_is_named_with_its_owner(inside: str) -> None:
+    import tempfile
+
+    # Not in tmp_path: pytest's base directory is private, so nobody stops there already.
+    with tempfile.TemporaryDirectory() as open_dir:
+        os.chmod(open_dir, 0o755)
+        roots = Path(open_dir) / "roots"
+        roots.mkdir(mode=0o700)  # root's, as root made it: nobody may not enter
+        target = roots / inside if inside else roots
+        answer = _lock_dir_error_as_nobody(target)
+    assert answer.startswith("PermissionError: "), answer
+    assert f"state/lock directory '{target}'" in answer
+    where = "it" if not inside else f"'{roots}'"
+    assert f"{where} belongs to root (uid 0) with mode 0700" in answer
+    assert f"runs as nobody (uid {NOBODY})" in answer
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may enter any directory")
+def test_a_directory_this_user_cannot_enter_is_named_with_its_mode(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    os.chmod(closed, 0)
+    try:
+        with pytest.raises(PermissionError) as info:
+            LockDirectory(closed / "state")
+    finally:
+        os.chmod(closed, 0o700)
+    message = str(info.value)
+    assert f"'{closed}' belongs to" in message and "mode 0000" in message
+
+
 def test_a_file_in_place_of_the_directory_is_refused(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "locks"
     not_a_dir.write_text("")

@@ -96,8 +96,62 @@ def _describe_mode(mode: int) -> str:
     return f"it is writable by {' and '.join(who)} (mode {stat.S_IMODE(mode):04o})"
 
 
+def _user_name(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` where the name cannot be looked up."""
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _private_subdir(path: str) -> str:
+    """A subdirectory of ``path`` to suggest instead of it: bgjobs creates it 0700 and
+    refuses it if someone else made it first."""
+    try:
+        import getpass
+
+        user = getpass.getuser()
+    except Exception:  # no login name in this environment
+        user = str(os.geteuid())
+    return os.path.join(path, f"bgjobs-{user}")
+
+
+def _permission_denied(path: str, exc: OSError) -> PermissionError:
+    """``exc`` with the directory in the way named, with its owner and mode."""
+    blocker = path
+    while True:  # the deepest existing directory this process can look at
+        try:
+            info = os.stat(blocker)
+            break
+        except OSError:
+            parent = os.path.dirname(blocker)
+            if parent == blocker:
+                return exc if isinstance(exc, PermissionError) else PermissionError(str(exc))
+            blocker = parent
+    where = "it" if blocker == path else repr(blocker)
+    return PermissionError(
+        exc.errno,
+        f"cannot use the state/lock directory {path!r}: permission denied on "
+        f"{exc.filename!r}; {where} belongs to {_user_name(info.st_uid)} with mode "
+        f"{stat.S_IMODE(info.st_mode):04o}, and this process runs as "
+        f"{_user_name(os.geteuid())}; choose a directory this user may create (e.g. under "
+        "its home, or leave BGJOBS_STATE_DIR unset for the per-user default)",
+    )
+
+
 def _open_private_dir(path: str) -> int:
     """Create ``path`` (mode 0700) if needed, check it, and return a descriptor for it."""
+    try:
+        return _open_and_check(path)
+    except PermissionError as exc:
+        if isinstance(exc, UnsafeLockDirError):
+            raise
+        raise _permission_denied(path, exc) from exc
+
+
+def _open_and_check(path: str) -> int:
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
@@ -124,13 +178,22 @@ def _open_private_dir(path: str) -> int:
         problem = "it is not a directory"
     elif info.st_uid != os.geteuid():
         problem = (
-            f"it is owned by uid {info.st_uid}, not by this process's uid {os.geteuid()}, "
-            "so that user could tamper with the locks"
+            f"it is owned by {_user_name(info.st_uid)}, not by {_user_name(os.geteuid())} "
+            "who runs this process, so that user could tamper with the locks"
         )
+        if os.access(path, os.W_OK | os.X_OK):  # a hint only: a subdirectory would work
+            fix = (
+                f"point the state directory at a private subdirectory instead, e.g. "
+                f"{_private_subdir(path)!r} (bgjobs creates it with mode 0700)"
+            )
     elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = (
-            f"{_describe_mode(info.st_mode)}, so other users could plant or remove lock files "
-            f"(fix: chmod 700 {path})"
+        # Never advise a chmod: the directory is shared (/tmp is the classic case), and
+        # taking it private would break everyone else who uses it.
+        problem = f"{_describe_mode(info.st_mode)}, so other users could plant or remove lock files"
+        fix = (
+            f"point the state directory at a private subdirectory instead, e.g. "
+            f"{_private_subdir(path)!r} (bgjobs creates it with mode 0700, and refuses it if "
+            "someone else made it first)"
         )
     if problem is not None:
         os.close(fd)
