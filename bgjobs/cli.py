@@ -7,7 +7,7 @@
     bgjobs exec myapp/jobs.py repository-sync     # run one job once: exit 0 ok, 1 failed
     bgjobs exec myapp/app.py:create_app repository-sync   # ...inside a Flask app's context
     bgjobs sync myapp.jobs --prune                # register the schedules with Trigger.dev
-    bgjobs vercel-json myapp.jobs:jobs            # the "crons" array for vercel.json
+    bgjobs vercel-json myapp.jobs:jobs --plan hobby  # the "crons" array for vercel.json
     bgjobs status myapp.jobs                      # every job on this host: runs, errors, pid
     bgjobs runs myapp.jobs repository-sync        # its last runs, newest first (--json)
     bgjobs pause myapp.jobs repository-sync       # no runs on this host until resumed
@@ -61,7 +61,7 @@ from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
 from .local import LocalJobManager
 from .registry import JobDefinition
 from .schedules import CronSchedule
-from .vercel import vercel_crons
+from .vercel import VERCEL_PLANS, vercel_crons
 
 __all__ = [
     "COMMANDS",
@@ -503,6 +503,11 @@ def _vercel_json_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"URL prefix of the dispatch endpoints (default: {DEFAULT_PREFIX}, or a Flask "
         "app's BGJOBS_URL_PREFIX)",
     )
+    parser.add_argument(
+        "--plan",
+        choices=VERCEL_PLANS,
+        help="refuse what this Vercel plan cannot run (hobby: at most once a day per job)",
+    )
 
 
 def _cmd_vercel_json(target: LoadedApp, args: argparse.Namespace) -> int:
@@ -510,7 +515,10 @@ def _cmd_vercel_json(target: LoadedApp, args: argparse.Namespace) -> int:
     settings = _settings(target)
     # InvalidScheduleError: one line, exit 2.
     crons = vercel_crons(
-        target.registry, settings.url_prefix if prefix is None else prefix, settings=settings
+        target.registry,
+        settings.url_prefix if prefix is None else prefix,
+        settings=settings,
+        plan=args.plan,
     )
     print(json.dumps({"crons": crons}, indent=2))
     return EXIT_OK
@@ -591,7 +599,8 @@ COMMANDS: Tuple[Command, ...] = (
         _vercel_json_arguments,
         _cmd_vercel_json,
         'Print {"crons": [...]} for vercel.json: one entry per job, calling its '
-        "dispatch endpoint PREFIX/<job id> on the job's schedule.",
+        "dispatch endpoint PREFIX/<job id> on the job's schedule. With --plan, refuse "
+        "what that plan cannot run (Hobby: a job more often than once a day).",
     ),
     Command(
         "status",

@@ -10,7 +10,9 @@ key                            meaning (default)
 =============================  ===========================================================
 ``BGJOBS_MODE``                force a mode: ``local``, ``trigger-dev``, ``vercel``,
                                ``disabled`` (unset: chosen by :attr:`Settings.mode`)
-``BGJOBS_ENV`` / ``APP_ENV``   the app environment (``development``)
+``BGJOBS_ENV`` / ``APP_ENV``   the app environment (on Vercel ``VERCEL_ENV``, else
+                               ``development``; see :func:`get_app_environment`)
+``VERCEL_ENV``                 Vercel's ``production`` | ``preview`` | ``development``
 ``DISABLE_AUTO_SYNC``          1/true/yes/on → ``disabled`` mode
 ``VERCEL``                     ``1`` → ``vercel`` mode (Vercel sets it)
 ``BGJOBS_TIMEZONE``            cron jobs declared without a timezone use it (``UTC``)
@@ -190,9 +192,39 @@ def default_state_dir(app: Optional[str] = None) -> str:
 
 
 def get_app_environment(env: Optional[Env] = None) -> str:
-    """``BGJOBS_ENV``, else ``APP_ENV``, else ``"development"`` (lower-cased)."""
+    """The app environment, lower-cased: ``BGJOBS_ENV``, else ``APP_ENV``, else on Vercel
+    ``VERCEL_ENV``, else ``"development"``.
+
+    Without a secret the HTTP endpoints are open only in ``development``, so a deployed
+    Vercel function must never count as one by default: on Vercel (``VERCEL=1`` or
+    ``VERCEL_ENV`` set) the environment is ``VERCEL_ENV`` (``production``, ``preview``,
+    ``development`` under ``vercel dev``), and ``production`` when Vercel did not say.
+    ``BGJOBS_ENV``/``APP_ENV`` may still name it (``staging``), but saying ``development``
+    on a deployment whose ``VERCEL_ENV`` is anything else is a ``ValueError`` naming both.
+    """
     source = os.environ if env is None else env
-    return (_get(source, "BGJOBS_ENV", "APP_ENV") or "development").lower()
+    vercel_env = _get(source, "VERCEL_ENV")
+    on_vercel = vercel_env is not None or _get(source, "VERCEL") == "1"
+    for name in ("BGJOBS_ENV", "APP_ENV"):
+        explicit = _get(source, name)
+        if explicit is None:
+            continue
+        environment = explicit.lower()
+        if (
+            environment == "development"
+            and vercel_env is not None
+            and vercel_env.lower() != "development"
+        ):
+            raise ValueError(
+                f"{name}={explicit!r} contradicts VERCEL_ENV={vercel_env!r}: a Vercel "
+                f"{vercel_env.lower()} deployment is not the development environment (whose "
+                f"endpoints run without a secret); unset {name}, or set BGJOBS_ENV to "
+                f"{vercel_env.lower()!r}"
+            )
+        return environment
+    if on_vercel:
+        return (vercel_env or "production").lower()
+    return "development"
 
 
 def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:

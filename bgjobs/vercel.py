@@ -12,6 +12,12 @@ schedule that cannot be written that way is refused when it is scheduled (and by
 exactly (7 minutes), a seconds cron, a non-UTC timezone, names such as ``MON``, or both a
 day of month and a day of week. The id ``status`` is refused too: ``<prefix>/status`` is
 the status endpoint.
+
+Vercel's plans limit crons further (https://vercel.com/docs/cron-jobs/usage-and-pricing):
+every plan allows 100 per project; Hobby runs each at most once a day, anywhere within the
+hour it names (``0 1 * * *`` fires between 1:00 and 1:59), and refuses to deploy a cron that
+would fire more often; Pro and Enterprise run them to the minute. ``vercel_crons(plan=...)``
+(``bgjobs vercel-json --plan hobby``) refuses what the plan cannot run, naming the job.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import re
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
 from urllib.parse import quote
 
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
@@ -28,7 +34,19 @@ from .execution import BaseJobManager, Job
 from .registry import JobRegistry
 from .schedules import Clock, CronSchedule, Schedule, parse_cron, to_five_field_cron
 
-__all__ = ["VercelJobManager", "vercel_cron_expression", "vercel_crons"]
+__all__ = [
+    "VERCEL_MAX_CRONS",
+    "VERCEL_PLANS",
+    "VercelJobManager",
+    "check_vercel_plan",
+    "vercel_cron_expression",
+    "vercel_crons",
+]
+
+VERCEL_PLANS: Tuple[str, ...] = ("hobby", "pro", "enterprise")
+"""Vercel's plans, as ``--plan`` names them."""
+VERCEL_MAX_CRONS = 100
+"""Cron jobs per project, on every plan."""
 
 # What Vercel's cron parser accepts in a field: numbers, *, lists, ranges and steps.
 _VERCEL_FIELD = re.compile(r"^[0-9*,/-]+$")
@@ -54,6 +72,44 @@ def vercel_cron_expression(job_id: str, schedule: Schedule) -> str:
             f"of week ({cron!r}); set one of them to '*', or split the job in two"
         )
     return cron
+
+
+def check_vercel_plan(job_id: str, cron: str, plan: str) -> None:
+    """Raise :class:`InvalidScheduleError` unless Vercel's ``plan`` can run ``cron`` (a
+    5-field UTC cron from :func:`vercel_cron_expression`); ``ValueError`` for an unknown plan.
+
+    Hobby runs a cron at most once a day, so its minute and hour must each be one value.
+    """
+    if plan not in VERCEL_PLANS:
+        raise ValueError(f"unknown Vercel plan {plan!r}; use one of {', '.join(VERCEL_PLANS)}")
+    if plan != "hobby":
+        return
+    minute, hour = cron.split()[:2]
+    fires = len(_field_values(minute, 0, 59)) * len(_field_values(hour, 0, 23))
+    if fires > 1:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: Vercel's Hobby plan runs a cron at most once a day, but "
+            f"{cron!r} fires {fires} times a day; give it one minute and one hour "
+            f"(e.g. '0 9 * * *', within the hour on Hobby), or deploy on Pro (--plan pro)"
+        )
+
+
+def _field_values(field: str, low: int, high: int) -> FrozenSet[int]:
+    """The values a numeric cron field (numbers, ``*``, ``,``, ``-``, ``/``) matches."""
+    values: Set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            start, end = int(first), int(last)
+        else:
+            start = int(base)
+            end = high if step_text else start
+        values.update(range(start, end + 1, max(step, 1)))
+    return frozenset(values)
 
 
 def _is_utc(tz: tzinfo) -> bool:
@@ -118,6 +174,7 @@ def vercel_crons(
     *,
     env: Optional[Mapping[str, Any]] = None,
     settings: Optional[Settings] = None,
+    plan: Optional[str] = None,
 ) -> List[Dict[str, str]]:
     """The ``crons`` array for ``vercel.json``: one ``{"path", "schedule"}`` per job.
 
@@ -125,14 +182,24 @@ def vercel_crons(
     job's UTC cron (an interval converts exactly, or not at all). Cron jobs declared
     without a timezone use ``settings.timezone`` (default: read from ``env``, default
     ``os.environ``). Raises :class:`~bgjobs.errors.InvalidScheduleError` naming the first
-    job whose schedule Vercel cannot express.
+    job whose schedule Vercel cannot express — or, given a ``plan`` (one of
+    :data:`VERCEL_PLANS`), that the plan cannot run (see :func:`check_vercel_plan`), or when
+    there are more jobs than the :data:`VERCEL_MAX_CRONS` a project may have. ``None``:
+    no plan's limits are checked.
     """
+    if plan is not None and plan not in VERCEL_PLANS:
+        raise ValueError(f"unknown Vercel plan {plan!r}; use one of {', '.join(VERCEL_PLANS)}")
     base = normalize_prefix(prefix)
     default_tz = Settings.coerce(settings, env).timezone
-    return [
-        {
-            "path": f"{base}/{quote(definition.id, safe='')}",
-            "schedule": vercel_cron_expression(definition.id, definition.to_schedule(default_tz)),
-        }
-        for definition in registry
-    ]
+    crons = []
+    for definition in registry:
+        cron = vercel_cron_expression(definition.id, definition.to_schedule(default_tz))
+        if plan is not None:
+            check_vercel_plan(definition.id, cron, plan)
+        crons.append({"path": f"{base}/{quote(definition.id, safe='')}", "schedule": cron})
+    if plan is not None and len(crons) > VERCEL_MAX_CRONS:
+        raise InvalidScheduleError(
+            f"{len(crons)} jobs, but a Vercel project may have at most {VERCEL_MAX_CRONS} "
+            f"cron jobs on every plan; split the jobs across projects"
+        )
+    return crons

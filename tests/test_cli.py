@@ -402,6 +402,45 @@ def test_vercel_json_exits_2_when_a_schedule_cannot_be_expressed(tmp_path: Path)
     assert result.stdout == ""
 
 
+def test_vercel_json_plan_hobby_refuses_a_job_more_often_than_daily(tmp_path: Path) -> None:
+    write_app(tmp_path, VERCEL_APP)
+    result = run_cli("vercel-json", "app.py", "--plan", "hobby", cwd=tmp_path)
+    assert result.returncode == 2
+    line = _one_error_line(result.stderr)
+    assert "job 'repository-sync'" in line and "Hobby plan" in line
+    assert "'*/5 * * * *' fires 288 times a day" in line
+    assert result.stdout == ""
+
+    for plan in ("pro", "enterprise"):
+        result = run_cli("vercel-json", "app.py", "--plan", plan, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert len(json.loads(result.stdout)["crons"]) == 4
+
+
+def test_vercel_json_plan_hobby_prints_daily_and_rarer_jobs(tmp_path: Path) -> None:
+    write_app(
+        tmp_path,
+        """
+        from bgjobs import JobRegistry
+
+        jobs = JobRegistry()
+        jobs.add_cron("renewal-reminder", "Reminders", lambda: None, "0 9 * * *")
+        jobs.add_cron("weekdays", "Weekdays", lambda: None, "30 6 * * 1-5")
+        jobs.add_interval("weekly", "Weekly", lambda: None, 7 * 24 * 3600)
+        """,
+    )
+    result = run_cli("vercel-json", "app.py", "--plan", "hobby", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == run_cli("vercel-json", "app.py", cwd=tmp_path).stdout
+
+
+def test_vercel_json_refuses_an_unknown_plan(tmp_path: Path) -> None:
+    write_app(tmp_path, VERCEL_APP)
+    result = run_cli("vercel-json", "app.py", "--plan", "free", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "invalid choice: 'free'" in result.stderr
+
+
 # --- bad APP and usage errors ---------------------------------------------------------
 
 BAD_APPS = {

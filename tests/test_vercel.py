@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 from support_clock import ManualClock
@@ -13,6 +13,7 @@ from support_web import bearer, utc
 from werkzeug.test import Client
 
 from bgjobs import InvalidScheduleError, JobRegistry
+from bgjobs.config import Settings, get_app_environment
 from bgjobs.factory import create_job_manager
 from bgjobs.vercel import VercelJobManager, vercel_cron_expression, vercel_crons
 from bgjobs.wsgi import create_app
@@ -96,6 +97,62 @@ def test_vercel_crons_refuses_what_vercel_cannot_run_naming_the_job(
     with pytest.raises(InvalidScheduleError, match="job 'odd'") as caught:
         vercel_crons(jobs)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "cron, fires",
+    [
+        ("*/5 * * * *", 288),
+        ("0 * * * *", 24),
+        ("0 9,21 * * *", 2),
+        ("0,30 9 * * *", 2),
+        ("0 9-10 * * 1-5", 2),
+        ("15 */12 * * *", 2),
+        ("* 9 * * *", 60),
+    ],
+)
+def test_the_hobby_plan_refuses_more_than_one_fire_a_day(cron: str, fires: int) -> None:
+    jobs = JobRegistry()
+    jobs.add_cron("digest", "Digest", noop, cron)
+    with pytest.raises(InvalidScheduleError) as caught:
+        vercel_crons(jobs, plan="hobby")
+    message = str(caught.value)
+    assert "job 'digest': Vercel's Hobby plan runs a cron at most once a day" in message
+    assert f"{cron!r} fires {fires} times a day" in message
+    assert vercel_crons(jobs, plan="pro") == vercel_crons(jobs)
+
+
+@pytest.mark.parametrize(
+    "cron", ["0 9 * * *", "30 6 * * 1-5", "0 0 1 * *", "5 4 * 1,7 *", "0 9-9 * * 0", "59 23 * * 6"]
+)
+def test_the_hobby_plan_accepts_one_fire_a_day_or_fewer(cron: str) -> None:
+    jobs = JobRegistry()
+    jobs.add_cron("digest", "Digest", noop, cron)
+    assert vercel_crons(jobs, plan="hobby") == [{"path": "/api/cron/digest", "schedule": cron}]
+
+
+def test_interval_jobs_of_a_day_or_more_fit_the_hobby_plan() -> None:
+    jobs = JobRegistry()
+    jobs.add_interval("daily", "Daily", noop, timedelta(days=1))
+    jobs.add_interval("weekly", "Weekly", noop, timedelta(days=7))
+    assert len(vercel_crons(jobs, plan="hobby")) == 2
+    jobs.add_interval("twelve-hours", "Twelve hours", noop, timedelta(hours=12))
+    with pytest.raises(InvalidScheduleError, match=r"job 'twelve-hours'.*fires 2 times a day"):
+        vercel_crons(jobs, plan="hobby")
+
+
+def test_a_plan_allows_at_most_100_crons() -> None:
+    jobs = JobRegistry()
+    for n in range(101):
+        jobs.add_cron(f"job-{n}", "Job", noop, f"{n % 60} {n % 24} * * *")
+    assert len(vercel_crons(jobs)) == 101  # without a plan, nothing is counted
+    with pytest.raises(InvalidScheduleError, match=r"101 jobs.*at most 100 cron jobs"):
+        vercel_crons(jobs, plan="pro")
+
+
+def test_an_unknown_plan_is_a_value_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="unknown Vercel plan 'free'; use one of hobby, pro"):
+        vercel_crons(JobRegistry(), plan="free")
 
 
 @pytest.mark.parametrize("reserved", ["status", "runs", "metrics"])
@@ -243,3 +300,89 @@ def test_vercel_mode_through_the_flask_extension(tmp_path: Any) -> None:
     assert client.get(entry["path"]).status_code == 401
     assert client.get(entry["path"], headers=bearer(CRON_SECRET)).status_code == 200
     assert calls == ["ran"]
+
+
+# -- the app environment on Vercel ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        pytest.param({"VERCEL": "1", "VERCEL_ENV": "production"}, "production", id="production"),
+        pytest.param({"VERCEL": "1", "VERCEL_ENV": "preview"}, "preview", id="preview"),
+        pytest.param({"VERCEL": "1", "VERCEL_ENV": "development"}, "development", id="vercel-dev"),
+        # Vercel always says which; a VERCEL=1 that does not is treated as the worst case.
+        pytest.param({"VERCEL": "1"}, "production", id="vercel-without-vercel-env"),
+        pytest.param({"VERCEL_ENV": "Preview"}, "preview", id="vercel-env-alone"),
+        pytest.param({"VERCEL": "1", "VERCEL_ENV": "preview", "BGJOBS_ENV": "staging"}, "staging",
+                     id="bgjobs-env-may-rename-it"),
+        pytest.param({"VERCEL": "1", "BGJOBS_ENV": "development"}, "development",
+                     id="forced-vercel-mode-on-a-laptop"),
+        pytest.param({}, "development", id="not-on-vercel"),
+    ],
+)
+def test_the_app_environment_on_vercel_comes_from_vercel_env(
+    env: Dict[str, str], expected: str
+) -> None:
+    assert get_app_environment(env) == expected
+    assert Settings.from_env(env).app_environment == expected
+
+
+@pytest.mark.parametrize("vercel_env", ["production", "preview"])
+@pytest.mark.parametrize("name", ["BGJOBS_ENV", "APP_ENV"])
+def test_a_deployment_cannot_call_itself_development(name: str, vercel_env: str) -> None:
+    env = {"VERCEL": "1", "VERCEL_ENV": vercel_env, name: "development"}
+    with pytest.raises(ValueError, match=f"{name}='development'.*VERCEL_ENV='{vercel_env}'"):
+        get_app_environment(env)
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("vercel_env", ["production", "preview", None])
+def test_a_vercel_deployment_without_a_secret_refuses_every_request(
+    vercel: VercelJobManager, vercel_env: Optional[str]
+) -> None:
+    calls: List[str] = []
+    jobs = JobRegistry()
+    jobs.add_interval("sync", "Sync", lambda: calls.append("ran"), 300)
+    jobs.apply_once(vercel)
+    env = {"VERCEL": "1"} if vercel_env is None else {"VERCEL": "1", "VERCEL_ENV": vercel_env}
+    client = Client(create_app(vercel, env=env))
+
+    for path in ("/api/cron/sync", "/api/cron/status", "/api/cron/", "/api/cron/sync/runs"):
+        response = client.get(path)
+        assert response.status_code == 401, path
+        assert "no secret is configured" in response.get_data(as_text=True)
+    assert client.post("/api/cron/sync/pause").status_code == 401
+    assert calls == []
+
+
+def test_vercel_dev_runs_without_a_secret(vercel: VercelJobManager) -> None:
+    calls: List[str] = []
+    jobs = JobRegistry()
+    jobs.add_interval("sync", "Sync", lambda: calls.append("ran"), 300)
+    jobs.apply_once(vercel)
+    client = Client(create_app(vercel, env={"VERCEL": "1", "VERCEL_ENV": "development"}))
+    assert client.get("/api/cron/sync").status_code == 200
+    assert calls == ["ran"]
+
+
+def test_flask_on_a_vercel_preview_needs_the_secret(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask import Flask
+
+    from bgjobs.flask import BGJobs
+
+    # As on Vercel: the platform's variables are in the process environment, not app.config.
+    for name in ("BGJOBS_ENV", "APP_ENV", "BGJOBS_SECRET", "CRON_SECRET", "BGJOBS_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VERCEL", "1")
+    monkeypatch.setenv("VERCEL_ENV", "preview")
+    jobs = JobRegistry()
+    jobs.add_interval("sync", "Sync", noop, 300)
+    app = Flask("previewapp", instance_path=str(tmp_path))
+    BGJobs(app, registry=jobs)
+    client = app.test_client()
+    assert client.get("/api/cron/sync").status_code == 401
+    assert client.get("/api/cron/status").status_code == 401
