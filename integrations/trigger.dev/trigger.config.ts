@@ -34,9 +34,11 @@ export default defineConfig({
       // HTTP mode (BGJOBS_DISPATCH_URL) does not need it; remove it for a smaller image.
       pythonExtension({
         requirementsFile: "./requirements.txt",
-        // Your app's source, copied into the image when it is not pip-installable, e.g.
-        // ["../myapp/**/*.py"] (leading "../" segments are dropped inside the image).
-        scripts: [],
+        // Source copied into the image's working directory, where the task runs
+        // `python -m bgjobs`, so it is importable (leading "../" segments are dropped).
+        // bgjobs itself, until it is on PyPI (requirements.txt lists its dependencies);
+        // add your app's source when it is not pip-installable, e.g. "../myapp/**/*.py".
+        scripts: ["../../bgjobs/**/*.py", "../../bgjobs/py.typed"],
       }),
     ],
   },
