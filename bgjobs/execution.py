@@ -1107,6 +1107,7 @@ def open_state_store(
         keep_runs=settings.history_runs,
         max_age=timedelta(days=settings.history_days),
         clock=clock,
+        write_behind=True,  # the timers' runs are recorded in batches by a writer thread
     )
 
 

@@ -59,6 +59,8 @@ from typing import (
 )
 
 from . import _time
+from ._group_commit import GroupCommit
+from ._group_commit import Write as _Write
 from .schedules import Clock, SystemClock, utc_datetime
 from .types import JobRun, RunOutcome
 
@@ -425,6 +427,11 @@ class StateStore(abc.ABC):
     def close(self) -> None:
         """Release the store; idempotent. Later writes are dropped (and counted)."""
 
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every write made before this call is stored (a store may write run
+        records behind, in batches); ``False`` if that took longer than ``timeout``."""
+        return True
+
     def reinit_after_fork(self) -> None:  # noqa: B027 - a hook; most stores need nothing
         """In a forked child: forget the parent's connections and locks (not closing
         them) so the next call reconnects. The default has nothing to forget."""
@@ -712,6 +719,7 @@ class SQLiteStore(StateStore):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
         clock: Optional[Clock] = None,
+        write_behind: bool = False,
     ) -> None:
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self._keep_runs, self._max_age, self._key_ttl = _check_retention(
@@ -746,6 +754,11 @@ class SQLiteStore(StateStore):
         # Connections inherited through fork: kept referenced, never closed (see
         # reinit_after_fork).
         self._inherited: List[sqlite3.Connection] = []
+        # With write_behind, scheduled runs' records go through one writer thread, in
+        # batches (see _group_commit); without, each write is its caller's transaction.
+        self._writes = GroupCommit(
+            self._commit_batch, wait_timeout=self._busy_timeout + 5.0, behind=write_behind
+        )
         self._call(lambda conn: None, None, write=False)  # report a problem at startup
 
     def __repr__(self) -> str:
@@ -764,6 +777,7 @@ class SQLiteStore(StateStore):
         return self._dropped
 
     def close(self) -> None:
+        self._writes.close()  # what was queued is written first
         with self._conn_lock, _inside_sqlite:
             self._closed = True
             self._discard()
@@ -779,62 +793,26 @@ class SQLiteStore(StateStore):
         self._conn_lock = threading.Lock()
         self._retry_at = 0.0
         self._pid = os.getpid()
+        self._writes.reinit_after_fork()
         self._fallback.reinit_after_fork()
 
     # -- the operations ------------------------------------------------------------------
 
     def start_run(self, run: JobRun) -> None:
-        started = _ts(run.started)
-        values = (
-            run.run_id,
-            run.job_id,
-            run.trigger,
-            _opt_ts(run.scheduled_for),
-            started,
-            None,
-            None,
-            "running",
-            None,
-            None,
-            run.attempt,
-            run.pid,
-            run.host,
-        )
-
-        def op(conn: sqlite3.Connection) -> None:
-            with _WriteTransaction(conn):
-                cur = conn.execute(
-                    f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(13)})", values
-                )
-                if cur.rowcount == 1:
-                    conn.execute(
-                        "INSERT INTO jobs (job_id, last_run, running_run_id, running_pid, "
-                        "running_host) VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET "
-                        "last_run = max(coalesce(last_run, excluded.last_run), excluded.last_run), "
-                        "running_run_id = excluded.running_run_id, "
-                        "running_pid = excluded.running_pid, running_host = excluded.running_host",
-                        (run.job_id, started, run.run_id, run.pid, run.host),
-                    )
-
-        self._call(op, None, write=True)
+        self._writes.submit(_Write("start", run))
 
     def finish_run(self, run: JobRun) -> None:
-        now = self._clock.time()
-        done = _finished(run, now)
-
-        def op(conn: sqlite3.Connection) -> None:
-            with _WriteTransaction(conn):
-                _finish_in_transaction(conn, done, insert_missing=True)
-            if now >= self._next_prune:
-                try:
-                    self._prune_now(conn, now)
-                except sqlite3.OperationalError as exc:  # the run is recorded: not a drop
-                    logger.debug("state store %s: prune postponed (%s)", self.path, exc)
-                    self._next_prune = now + 60.0
-
-        self._call(op, None, write=True)
+        write = _Write("finish", _finished(run, self._clock.time()))
+        if run.trigger == "schedule":
+            self._writes.submit(write)  # behind: the timers' throughput matters here
+        else:
+            # Someone is waiting for this run's answer (an HTTP dispatch, a retry with the
+            # same Idempotency-Key, the CLI): it is on record before they get it.
+            self._writes.call(write)
 
     def get_run(self, run_id: str) -> Optional[JobRun]:
+        self._writes.flush()
+
         def op(conn: sqlite3.Connection) -> Optional[JobRun]:
             row = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
@@ -844,6 +822,8 @@ class SQLiteStore(StateStore):
         return self._call(op, None, write=False)
 
     def job_runs(self, job_id: str, limit: int = 20) -> List[JobRun]:
+        self._writes.flush()
+
         def op(conn: sqlite3.Connection) -> List[JobRun]:
             rows = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY started DESC LIMIT ?",
@@ -856,15 +836,15 @@ class SQLiteStore(StateStore):
     def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
         due = _ts(scheduled_for)
 
-        def op(conn: sqlite3.Connection) -> Optional[bool]:
-            # One statement is its own transaction: the unique key picks the winner.
+        def apply(conn: sqlite3.Connection) -> bool:
+            # The unique key picks the winner; the answer counts once the batch commits.
             cur = conn.execute(
                 "INSERT OR IGNORE INTO fires (job_id, scheduled_for, claimed) VALUES (?, ?, ?)",
                 (job_id, due, self._clock.time()),
             )
             return cur.rowcount == 1
 
-        won = self._call(op, None, write=False)  # a claim is not a run record
+        won = self._call(apply, None, write=False)  # a claim is not a run record
         return self._fallback.claim_fire(job_id, scheduled_for) if won is None else won
 
     def claim_key(self, key: str, run_id: str) -> Optional[str]:
@@ -891,11 +871,7 @@ class SQLiteStore(StateStore):
         self._execute("DELETE FROM idempotency_keys WHERE key = ? AND run_id = ?", (key, run_id))
 
     def record_skips(self, job_id: str, count: int = 1) -> None:
-        self._execute(
-            "INSERT INTO jobs (job_id, skips) VALUES (?, ?) "
-            "ON CONFLICT (job_id) DO UPDATE SET skips = skips + excluded.skips",
-            (job_id, int(count)),
-        )
+        self._writes.submit(_Write("skips", (job_id, int(count))))
 
     def set_next_run(self, job_id: str, when: Optional[datetime]) -> None:
         self._execute(
@@ -912,6 +888,8 @@ class SQLiteStore(StateStore):
         )
 
     def job(self, job_id: str) -> Optional[JobRecord]:
+        self._writes.flush()
+
         def op(conn: sqlite3.Connection) -> Optional[JobRecord]:
             row = conn.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
@@ -921,6 +899,8 @@ class SQLiteStore(StateStore):
         return self._call(op, None, write=False)
 
     def jobs(self) -> Dict[str, JobRecord]:
+        self._writes.flush()
+
         def op(conn: sqlite3.Connection) -> Dict[str, JobRecord]:
             rows = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs").fetchall()
             return {row[0]: _job_from_row(row) for row in rows}
@@ -935,6 +915,8 @@ class SQLiteStore(StateStore):
         return self._call(op, set(), write=False)
 
     def totals(self) -> Tuple[int, int, int, float]:
+        self._writes.flush()
+
         def op(conn: sqlite3.Connection) -> Tuple[int, int, int, float]:
             row = conn.execute(
                 "SELECT coalesce(sum(runs), 0), coalesce(sum(failures), 0), "
@@ -945,6 +927,8 @@ class SQLiteStore(StateStore):
         return self._call(op, (0, 0, 0, 0.0), write=False)
 
     def abandon_dead_runs(self, is_alive: Callable[[str, int], bool]) -> List[JobRun]:
+        self._writes.flush()
+
         def running(conn: sqlite3.Connection) -> List[JobRun]:
             rows = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE outcome = 'running'"
@@ -968,6 +952,7 @@ class SQLiteStore(StateStore):
 
     def prune(self, now: Optional[datetime] = None) -> None:
         at = self._clock.time() if now is None else _ts(now)
+        self._writes.flush()
         self._call(lambda conn: self._prune_now(conn, at), None, write=True)
 
     def _prune_now(self, conn: sqlite3.Connection, now: float) -> None:
@@ -1001,10 +986,46 @@ class SQLiteStore(StateStore):
 
     # -- connection and faults -----------------------------------------------------------
 
-    def _call(self, op: Callable[[sqlite3.Connection], _T], fallback: _T, *, write: bool) -> _T:
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the writes this process queued before now are in the file (or
+        dropped, if it is unusable); ``False`` if that took longer than ``timeout``."""
+        return self._writes.flush(timeout)
+
+    def _commit_batch(self, batch: List[_Write]) -> bool:
+        """The writer's pass: ``batch`` in one transaction, then a prune if due.
+
+        A batch is a handful of multi-row statements however many runs it holds: every
+        statement releases the GIL, and a transaction whose thread waits to get it back
+        holds the file's write lock meanwhile, so fewer statements mean a shorter hold.
+        """
+        records = sum(1 for w in batch if w.record)
+        rows = _BatchRows(batch)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            with _WriteTransaction(conn):
+                rows.write(conn)
+            now = self._clock.time()
+            if now >= self._next_prune:
+                try:
+                    self._prune_now(conn, now)
+                except sqlite3.OperationalError as exc:  # the runs are recorded: not a drop
+                    logger.debug("state store %s: prune postponed (%s)", self.path, exc)
+                    self._next_prune = now + 60.0
+            return True
+
+        return self._call(op, False, write=records > 0, count=records)
+
+    def _call(
+        self,
+        op: Callable[[sqlite3.Connection], _T],
+        fallback: _T,
+        *,
+        write: bool,
+        count: int = 1,
+    ) -> _T:
         """Run ``op`` on the connection; on a fault degrade and return ``fallback``.
 
-        ``write``: a dropped call loses a record, so it is counted in ``dropped_writes``.
+        ``write``: a dropped call loses ``count`` records, counted in ``dropped_writes``.
         Log records are emitted after the lock is released (a handler may be slow).
         """
         if self._pid != os.getpid():
@@ -1012,7 +1033,7 @@ class SQLiteStore(StateStore):
         logs: List[Tuple[int, str]] = []
         try:
             with self._conn_lock, _inside_sqlite:
-                return self._call_locked(op, fallback, write, logs)
+                return self._call_locked(op, fallback, write, logs, count)
         finally:
             for level, message in logs:
                 logger.log(level, "%s", message)
@@ -1023,13 +1044,14 @@ class SQLiteStore(StateStore):
         fallback: _T,
         write: bool,
         logs: List[Tuple[int, str]],
+        count: int = 1,
     ) -> _T:
         if self._closed or (
             self._conn is None
             and self._degraded is not None
             and self._clock.monotonic() < self._retry_at
         ):
-            self._dropped += int(write)
+            self._dropped += int(write) * count
             return fallback
         for attempt in range(2):
             try:
@@ -1053,7 +1075,7 @@ class SQLiteStore(StateStore):
             else:
                 self._recovered(logs, write)
                 return result
-        self._dropped += int(write)
+        self._dropped += int(write) * count
         return fallback
 
     def _connect(self) -> sqlite3.Connection:
@@ -1470,6 +1492,221 @@ def _finish_in_transaction(conn: sqlite3.Connection, run: JobRun, *, insert_miss
     return True
 
 
+class _BatchRows:
+    """A batch of run records and skip counts, merged per run and per job before the
+    transaction begins (see :meth:`SQLiteStore._commit_batch`)."""
+
+    # Parameters per statement stay under SQLite's oldest limit (999).
+    _CHUNK = 60
+
+    def __init__(self, batch: List[_Write]) -> None:
+        finishes: Dict[str, JobRun] = {}
+        starts: Dict[str, JobRun] = {}
+        self.skips: Dict[str, int] = {}
+        for w in batch:
+            if w.kind == "finish":  # the first finish of a run is its record
+                finishes.setdefault(w.payload.run_id, w.payload)
+            elif w.kind == "start":
+                starts.setdefault(w.payload.run_id, w.payload)
+            elif w.kind == "skips":
+                job_id, count = w.payload
+                self.skips[job_id] = self.skips.get(job_id, 0) + count
+            else:  # pragma: no cover - a bug
+                raise ValueError(f"unknown write {w.kind!r}")
+        self.finishes = list(finishes.values())
+        # A start whose finish is in the same batch is not written: the finish is the row.
+        self.starts = [run for run_id, run in starts.items() if run_id not in finishes]
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        finishes = self.finishes
+        if finishes:
+            done = _already_finished(conn, [run.run_id for run in finishes])
+            if done:  # finished before (e.g. abandoned): recorded once, counted once
+                finishes = [run for run in finishes if run.run_id not in done]
+        runs = [_run_row(run) for run in self.starts] + [_run_row(run) for run in finishes]
+        for chunk in _chunks(runs, self._CHUNK):
+            conn.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                + ", ".join([f"({_marks(13)})"] * len(chunk))
+                + " ON CONFLICT (run_id) DO UPDATE SET finished = excluded.finished, "
+                "duration = excluded.duration, outcome = excluded.outcome, "
+                "error = excluded.error, traceback = excluded.traceback "
+                "WHERE runs.outcome = 'running'",
+                [value for row in chunk for value in row],
+            )
+        deltas = [d.row() for d in _job_deltas(self.starts, finishes, self.skips).values()]
+        for chunk in _chunks(deltas, self._CHUNK):
+            conn.execute(
+                f"INSERT INTO jobs ({_DELTA_COLUMNS}) VALUES "
+                + ", ".join([f"({_marks(14)})"] * len(chunk))
+                + _DELTA_UPSERT,
+                [value for row in chunk for value in row],
+            )
+        # Jobs whose run ended with none started in this batch: show the newest run still
+        # going (another process's, or none).
+        ended = sorted({run.job_id for run in finishes} - {run.job_id for run in self.starts})
+        for names in _chunks(ended, 500):
+            conn.execute(
+                "UPDATE jobs SET (running_run_id, running_pid, running_host) = ("
+                "SELECT run_id, pid, host FROM runs WHERE runs.job_id = jobs.job_id "
+                "AND outcome = 'running' ORDER BY started DESC LIMIT 1) "
+                f"WHERE job_id IN ({_marks(len(names))})",
+                names,
+            )
+
+
+def _chunks(items: List[_T], size: int) -> List[List[_T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _already_finished(conn: sqlite3.Connection, run_ids: List[str]) -> Set[str]:
+    done: Set[str] = set()
+    for chunk in _chunks(run_ids, 500):
+        rows = conn.execute(
+            f"SELECT run_id FROM runs WHERE outcome != 'running' AND run_id IN "
+            f"({_marks(len(chunk))})",
+            chunk,
+        ).fetchall()
+        done.update(str(row[0]) for row in rows)
+    return done
+
+
+def _run_row(run: JobRun) -> Tuple[object, ...]:
+    return (
+        run.run_id,
+        run.job_id,
+        run.trigger,
+        _opt_ts(run.scheduled_for),
+        _ts(run.started),
+        _opt_ts(run.finished),
+        run.duration,
+        run.outcome,
+        run.error,
+        run.traceback,
+        run.attempt,
+        run.pid,
+        run.host,
+    )
+
+
+_DELTA_COLUMNS = (
+    "job_id, runs, failures, skips, total_duration, last_run, last_success, last_failure, "
+    "last_error, last_duration, last_outcome, running_run_id, running_pid, running_host"
+)
+# Counters add up; a "last" time moves only forward (CASE, since SQLite's max() of NULL is
+# NULL); the running run is set by a start in the batch, else left to the UPDATE after.
+_DELTA_UPSERT = """ ON CONFLICT (job_id) DO UPDATE SET
+    runs = runs + excluded.runs,
+    failures = failures + excluded.failures,
+    skips = skips + excluded.skips,
+    total_duration = total_duration + excluded.total_duration,
+    last_run = CASE WHEN excluded.last_run IS NOT NULL
+        AND (last_run IS NULL OR excluded.last_run > last_run)
+        THEN excluded.last_run ELSE last_run END,
+    last_success = CASE WHEN excluded.last_success IS NOT NULL
+        AND (last_success IS NULL OR excluded.last_success >= last_success)
+        THEN excluded.last_success ELSE last_success END,
+    last_error = CASE WHEN excluded.last_failure IS NOT NULL
+        AND (last_failure IS NULL OR excluded.last_failure >= last_failure)
+        THEN excluded.last_error ELSE last_error END,
+    last_failure = CASE WHEN excluded.last_failure IS NOT NULL
+        AND (last_failure IS NULL OR excluded.last_failure >= last_failure)
+        THEN excluded.last_failure ELSE last_failure END,
+    last_duration = coalesce(excluded.last_duration, last_duration),
+    last_outcome = coalesce(excluded.last_outcome, last_outcome),
+    running_run_id = coalesce(excluded.running_run_id, running_run_id),
+    running_pid = CASE WHEN excluded.running_run_id IS NOT NULL
+        THEN excluded.running_pid ELSE running_pid END,
+    running_host = CASE WHEN excluded.running_run_id IS NOT NULL
+        THEN excluded.running_host ELSE running_host END"""
+
+
+class _Delta:
+    """What one batch adds to one job's row, by :func:`_count_finished`'s rules."""
+
+    __slots__ = (
+        "failures",
+        "job_id",
+        "last_duration",
+        "last_error",
+        "last_failure",
+        "last_outcome",
+        "last_run",
+        "last_success",
+        "running",
+        "runs",
+        "skips",
+        "total_duration",
+    )  # fmt: skip
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.runs = self.failures = self.skips = 0
+        self.total_duration = 0.0
+        self.last_run: Optional[float] = None
+        self.last_success: Optional[float] = None
+        self.last_failure: Optional[float] = None
+        self.last_error: Optional[str] = None
+        self.last_duration: Optional[float] = None
+        self.last_outcome: Optional[str] = None
+        self.running: Optional[JobRun] = None  # the newest run started and still going
+
+    def started(self, run: JobRun) -> None:
+        self.last_run = _later(self.last_run, _ts(run.started))
+        if self.running is None or run.started >= self.running.started:
+            self.running = run
+
+    def finished(self, run: JobRun) -> None:
+        started = _ts(run.started)
+        failed = run.outcome in FAILED_OUTCOMES
+        self.runs += 1
+        self.failures += int(failed)
+        self.total_duration += run.duration or 0.0
+        self.last_run = _later(self.last_run, started)
+        if failed:
+            if self.last_failure is None or started >= self.last_failure:
+                self.last_failure, self.last_error = started, run.error
+        elif self.last_success is None or started >= self.last_success:
+            self.last_success = started
+        # The batch's order is the finishing order: the last one is the job's last run.
+        self.last_duration, self.last_outcome = run.duration or 0.0, run.outcome
+
+    def row(self) -> Tuple[object, ...]:
+        going = self.running
+        return (
+            self.job_id, self.runs, self.failures, self.skips, self.total_duration,
+            self.last_run, self.last_success, self.last_failure, self.last_error,
+            self.last_duration, self.last_outcome,
+            going.run_id if going else None, going.pid if going else None,
+            going.host if going else None,
+        )  # fmt: skip
+
+
+def _later(current: Optional[float], value: float) -> float:
+    return value if current is None or value > current else current
+
+
+def _job_deltas(
+    starts: List[JobRun], finishes: List[JobRun], skips: Dict[str, int]
+) -> Dict[str, _Delta]:
+    """One :class:`_Delta` per job the batch touches."""
+    deltas: Dict[str, _Delta] = {}
+
+    def delta(job_id: str) -> _Delta:
+        found = deltas.get(job_id)
+        if found is None:
+            found = deltas[job_id] = _Delta(job_id)
+        return found
+
+    for run in starts:
+        delta(run.job_id).started(run)
+    for run in finishes:
+        delta(run.job_id).finished(run)
+    for job_id, count in skips.items():
+        delta(job_id).skips += count
+    return deltas
+
+
 def open_store(
     directory: PathArg,
     *,
@@ -1478,6 +1715,7 @@ def open_store(
     key_ttl: timedelta = DEFAULT_KEY_TTL,
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     clock: Optional[Clock] = None,
+    write_behind: bool = False,
 ) -> StateStore:
     """The SQLite store ``<directory>/state.db`` (options: see :class:`SQLiteStore`).
 
@@ -1491,4 +1729,5 @@ def open_store(
         key_ttl=key_ttl,
         busy_timeout=busy_timeout,
         clock=clock,
+        write_behind=write_behind,
     )

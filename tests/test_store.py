@@ -92,13 +92,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-behind"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[StateStore]:
+    """Every store, and SQLite both ways: each write its own transaction, and written
+    behind by a writer thread in batches (what managers use); reads see every write made
+    before them either way."""
     s: StateStore
     if request.param == "memory":
         s = MemoryStore(clock=clock)
     else:
-        s = SQLiteStore(tmp_path / "state.db", clock=clock)
+        behind = request.param == "sqlite-behind"
+        s = SQLiteStore(tmp_path / "state.db", clock=clock, write_behind=behind)
     yield s
     assert s.degraded is None or request.param == "memory"
     assert s.dropped_writes == 0

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import stat
 import threading
 import weakref
-from typing import Union
+from typing import Optional, Union
 
 from ..errors import UnsafeLockDirError
 
@@ -63,10 +64,15 @@ _LOCK_FILE_FLAGS = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLO
 # (FreeBSD).
 _SYMLINK_ERRNOS = {errno.ELOOP, errno.EMLINK}
 
-# Guards every HostLock's descriptor and held flag, and _live_locks. Held across fork()
-# (see _before_fork), so a child never inherits a descriptor mid-open or mid-lock. Only
-# short system calls happen under it, never a blocking lock wait or user code. Reentrant,
-# so a signal handler that forks on a thread holding it cannot deadlock that thread.
+logger = logging.getLogger("bgjobs.local")
+
+# Guards the opening and closing of every HostLock's descriptor, and _live_locks. Held
+# across fork() (see _before_fork), so a child never inherits a descriptor mid-open that
+# nothing tracks (its copy would keep the lock alive after the parent closed its own).
+# Locking, unlocking and writing an open descriptor only take the lock's own guard, so
+# workers running different jobs never queue on one lock. Only short system calls happen
+# under either, never a blocking lock wait or user code. Reentrant, so a signal handler
+# that forks on a thread holding it cannot deadlock that thread.
 _fd_lock = threading.RLock()
 _live_locks: weakref.WeakSet[HostLock] = weakref.WeakSet()
 
@@ -239,10 +245,7 @@ class LockDirectory:
         holds ``_fd_lock``."""
         path = os.path.join(self.path, name)
         try:
-            if os.open in os.supports_dir_fd:
-                fd = os.open(name, _LOCK_FILE_FLAGS, 0o600, dir_fd=self._fd)
-            else:  # pragma: no cover - every supported POSIX platform has openat()
-                fd = os.open(path, _LOCK_FILE_FLAGS, 0o600)
+            fd = _open_retrying(name, path, self._fd)
         except OSError as exc:
             if exc.errno in _SYMLINK_ERRNOS:
                 raise UnsafeLockDirError(
@@ -284,6 +287,8 @@ class HostLock:
         self.name = name
         self._fd = -1  # -1: not open
         self._held = False
+        self._guard = threading.Lock()  # this lock's descriptor and held flag
+        self._size: Optional[int] = None  # the file's length since this object last wrote it
         with _fd_lock:
             _live_locks.add(self)
 
@@ -297,18 +302,20 @@ class HostLock:
         return self._held
 
     def _ensure_open(self) -> int:
+        """Caller holds ``_guard``."""
         if self._fd < 0:
-            self._fd = self.directory._open(self.name)
+            with _fd_lock:
+                self._fd = self.directory._open(self.name)
         return self._fd
 
     def open(self) -> None:
         """Open the file now (creating it), so problems surface early; idempotent."""
-        with _fd_lock:
+        with self._guard:
             self._ensure_open()
 
     def try_acquire(self) -> bool:
         """Take the lock if no one on the host holds it; ``True`` if held now."""
-        with _fd_lock:
+        with self._guard:
             if self._held:
                 return True
             fd = self._ensure_open()
@@ -321,7 +328,7 @@ class HostLock:
 
     def release(self, *, close: bool = True) -> None:
         """Drop the lock if held; with ``close``, also close the file (re-opened on demand)."""
-        with _fd_lock:
+        with self._guard:
             if self._fd < 0:
                 self._held = False
                 return
@@ -330,21 +337,30 @@ class HostLock:
                     flock(self._fd, LOCK_UN)
             finally:
                 self._held = False
+                self._size = None  # another holder may write it now
                 if close:
-                    fd, self._fd = self._fd, -1
-                    os.close(fd)
+                    with _fd_lock:
+                        fd, self._fd = self._fd, -1
+                        os.close(fd)
 
     def read(self, size: int = 4096) -> bytes:
         """The file's first ``size`` bytes (whoever wrote them)."""
-        with _fd_lock:
+        with self._guard:
             return os.pread(self._ensure_open(), size, 0)
 
     def write(self, data: bytes) -> None:
-        """Replace the file's contents with ``data`` (one ``pwrite``, then truncate)."""
-        with _fd_lock:
+        """Replace the file's contents with ``data``, padded with trailing spaces to the
+        length this object last wrote (readers strip them): one ``pwrite`` per record, where
+        a truncate as well cost a second system call on every fire."""
+        with self._guard:
             fd = self._ensure_open()
+            size = self._size
+            if size is not None and len(data) <= size:
+                os.pwrite(fd, data + b" " * (size - len(data)), 0)
+                return
             os.pwrite(fd, data, 0)
             os.ftruncate(fd, len(data))
+            self._size = len(data)
 
     def _forget_inherited(self) -> None:
         """In a forked child: close the inherited copy *without* unlocking (that would free
@@ -353,6 +369,8 @@ class HostLock:
             _close_quietly(self._fd)
         self._fd = -1
         self._held = False
+        self._size = None
+        self._guard = threading.Lock()  # a thread that no longer exists may have held it
 
     def __del__(self) -> None:
         # No lock here: the object is unreachable, so no other thread can be using it,
@@ -364,6 +382,47 @@ class HostLock:
 
     def __repr__(self) -> str:
         return f"<HostLock {self.path!r} {'held' if self._held else 'free'}>"
+
+
+def _open_retrying(name: str, path: str, dir_fd: int) -> int:
+    """Open a lock file; when the process is out of descriptors (``EMFILE``: a lock file
+    per job adds up for thousands of jobs), raise its soft limit towards the hard one and
+    try again."""
+    while True:
+        try:
+            if os.open in os.supports_dir_fd:
+                return os.open(name, _LOCK_FILE_FLAGS, 0o600, dir_fd=dir_fd)
+            return os.open(path, _LOCK_FILE_FLAGS, 0o600)  # pragma: no cover - no openat()
+        except OSError as exc:
+            if exc.errno != errno.EMFILE or not raise_descriptor_limit():
+                raise
+
+
+def raise_descriptor_limit() -> bool:
+    """Double this process's soft limit on open files (``RLIMIT_NOFILE``), up to its hard
+    limit; ``False`` if it cannot grow. Logged once per raise at INFO."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or (hard != unlimited and soft >= hard):
+        return False
+    wanted = max(soft * 2, 1024)
+    new = wanted if hard == unlimited else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError):
+        return False
+    logger.info(
+        "bgjobs: the process ran out of file descriptors for its lock files (one or two per "
+        "job); raised its soft limit on open files from %d to %d (hard limit %s)",
+        soft,
+        new,
+        "unlimited" if hard == unlimited else hard,
+    )
+    return True
 
 
 def _before_fork() -> None:

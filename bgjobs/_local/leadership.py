@@ -311,7 +311,8 @@ class HostCoordinator(Coordinator):
     def release_claim(self, job: Job) -> None:
         leadership = self.leaderships.get(job.id)
         if leadership is not None:
-            leadership.run_claim.release()
+            # The descriptor stays open: opening it anew for every run cost more than the run.
+            leadership.run_claim.release(close=False)
 
     def release(self) -> None:
         self._elector_wake.set()
