@@ -76,7 +76,8 @@ def test_batches_count_exactly_what_memory_counts(tmp_path: Path) -> None:
                 s.start_run(run)
                 if i % 3:
                     s.record_skips(run.job_id, 2)
-                s.finish_run(ended(run, outcome, took=0.25, error="E" if outcome == "failed" else None))
+                error = "E" if outcome == "failed" else None
+                s.finish_run(ended(run, outcome, took=0.25, error=error))
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(16)]
     for thread in threads:
