@@ -309,3 +309,56 @@ def test_a_forked_child_never_keeps_its_parents_lock(tmp_path: Path) -> None:
         kill_group(proc)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _hard_descriptor_limit() -> float:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return float("inf") if hard == resource.RLIM_INFINITY else hard
+
+
+def test_a_shorter_record_replaces_a_longer_one_with_one_write(tmp_path: Path) -> None:
+    directory = LockDirectory(tmp_path / "locks")
+    lock = directory.lock("schedule-a.lock")
+    lock.write(b'{"next": 1800000000.123456}\n')
+    lock.write(b'{"next": 18}\n')  # padded, not truncated: readers strip
+    assert lock.read().strip() == b'{"next": 18}'
+    lock.release()  # another holder may write next: the length is not assumed any more
+    other = directory.lock("schedule-a.lock")
+    other.write(b"{}\n")
+    assert other.read() == b"{}\n"
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sysconf") or _hard_descriptor_limit() < 2048,
+    reason="needs a hard limit on open files of at least 2048",
+)
+def test_running_out_of_descriptors_raises_the_soft_limit_and_logs_it(tmp_path: Path) -> None:
+    """Lock files cost one or two descriptors per job: 300 jobs under a soft limit of 128
+    still get scheduled; the limit is raised (towards the hard one) and said once."""
+    code = textwrap.dedent(
+        f"""
+        import logging, resource, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+        from bgjobs.local import LocalJobManager
+        m = LocalJobManager(env={{}}, state_dir={str(tmp_path / "state")!r})
+        for i in range(300):
+            m.schedule_job(f"job-{{i}}", "J", lambda: None, 3600)
+        print("scheduled", len(m.get_all_job_statuses()))
+        print("soft", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        m.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "scheduled 300" in lines
+    soft = int(next(line for line in lines if line.startswith("soft ")).split()[1])
+    assert soft >= 512
+    raised = [line for line in lines if "raised its soft limit on open files" in line]
+    assert len(raised) == 1 and "from 128 to 1024" in raised[0]
