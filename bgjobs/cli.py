@@ -589,7 +589,9 @@ COMMANDS: Tuple[Command, ...] = (
         _sync_arguments,
         _cmd_sync,
         "Create or update one Trigger.dev schedule per job of APP (key "
-        "bgjobs:<TRIGGER_DEV_ENVIRONMENT>:<job id>), leaving unchanged ones untouched, and "
+        "bgjobs:<scope>:<job id>, the scope being the key's environment, made per developer "
+        "for development keys and per branch for previews), leaving unchanged ones untouched, "
+        "and "
         "print what it created, updated, left and removed. Needs TRIGGER_DEV_API_KEY. "
         "Exit 0 on success, 1 if Trigger.dev refused or failed, 2 for a usage error.",
     ),

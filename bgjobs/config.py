@@ -32,7 +32,11 @@ key                            meaning (default)
 ``TRIGGER_DEV_ENABLED``        1/true/yes/on: use Trigger.dev in production
 ``TRIGGER_DEV_API_KEY``        the project's secret key (else ``TRIGGER_SECRET_KEY``)
 ``TRIGGER_DEV_API_URL``        else ``TRIGGER_API_URL`` (``https://api.trigger.dev``)
-``TRIGGER_DEV_ENVIRONMENT``    development | staging | production (``development``)
+``TRIGGER_DEV_ENVIRONMENT``    development | staging | production | preview (the key's,
+                               by its prefix ``tr_dev_``/``tr_stg_``/``tr_prod_``/
+                               ``tr_preview_``; else ``development``)
+``TRIGGER_PREVIEW_BRANCH``     a preview key's branch (else ``VERCEL_GIT_COMMIT_REF``)
+``TRIGGER_DEV_BRANCH``         a development key's branch, if any
 ``TRIGGER_DEV_TASK_ID``        the dispatcher task's id (``bgjobs-dispatch``)
 ``TRIGGER_DEV_MAX_ATTEMPTS``   attempts of each Trigger.dev API call, the first included (5)
 =============================  ===========================================================
@@ -52,6 +56,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Tuple
 
+from ._trigger_keys import key_environment
 from .types import DEFAULT_TRIGGER_DEV_API_URL, SchedulingMode, TriggerDevConfig
 
 __all__ = [
@@ -233,9 +238,13 @@ def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
     ``TRIGGER_DEV_ENABLED`` (1/true/yes/on), ``TRIGGER_DEV_API_KEY`` (else
     ``TRIGGER_SECRET_KEY``), ``TRIGGER_DEV_API_URL`` (else ``TRIGGER_API_URL``, default
     ``https://api.trigger.dev``), ``TRIGGER_DEV_ENVIRONMENT`` (development | staging |
-    production, default development). An unknown environment makes the config not
-    fully configured (it ends up in every schedule's deduplication key, so a typo must not
-    be used); the factory warns about it and the Trigger.dev manager refuses it by name.
+    production | preview; default: the environment the key's prefix names, else
+    development). An unknown environment, or one the key contradicts, makes the config not
+    fully configured (it ends up in every schedule's deduplication key, so a mistake must
+    not be used); the factory warns about it and the Trigger.dev manager refuses it by
+    name. The branch (``x-trigger-branch``) of a preview key is ``TRIGGER_PREVIEW_BRANCH``,
+    else ``VERCEL_GIT_COMMIT_REF``; of a development key ``TRIGGER_DEV_BRANCH`` (as the
+    Trigger.dev SDK reads them; ``default`` means none).
     """
     source = os.environ if env is None else env
     enabled_raw = _get(source, "TRIGGER_DEV_ENABLED")
@@ -243,12 +252,20 @@ def get_trigger_dev_config(env: Optional[Env] = None) -> TriggerDevConfig:
     api_url_raw = _get(source, "TRIGGER_DEV_API_URL", "TRIGGER_API_URL")
     environment_raw = _get(source, "TRIGGER_DEV_ENVIRONMENT")
     given = any(v is not None for v in (enabled_raw, api_key, api_url_raw, environment_raw))
+    environment = (environment_raw or key_environment(api_key) or "development").lower()
+    branch: Optional[str] = None
+    if environment == "preview":
+        branch = _get(source, "TRIGGER_PREVIEW_BRANCH", "VERCEL_GIT_COMMIT_REF")
+    elif environment == "development":
+        branch = _get(source, "TRIGGER_DEV_BRANCH")
+        branch = None if branch == "default" else branch
     return TriggerDevConfig(
         enabled=is_truthy(enabled_raw),
         api_key=api_key,
         api_url=(api_url_raw or DEFAULT_TRIGGER_DEV_API_URL).rstrip("/"),
-        environment=(environment_raw or "development").lower(),
+        environment=environment,
         settings_given=given,
+        branch=branch.strip() if branch else None,
     )
 
 

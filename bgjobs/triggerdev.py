@@ -2,7 +2,10 @@
 
 Every job becomes one imperative schedule on one dispatcher task (``bgjobs-dispatch`` by
 default): ``externalId`` is the job id and the deduplication key is
-``bgjobs:<environment>:<job id>``, so each environment owns its own schedules. When a
+``bgjobs:<scope>:<job id>``, where the scope is the key's environment (``production``,
+``staging``), each developer's own (``development-<key hash>``) or a preview branch's
+(``preview-<branch>``): deduplication keys are unique per project, so each environment
+must own its own keys, or one environment's sync moves another's schedules away. When a
 schedule fires, the dispatcher task (``integrations/trigger.dev/``) hands the job id back
 to Python — an HTTP call to the app's dispatch endpoint or ``python -m bgjobs exec`` — and
 the job runs through the same execution core as everywhere else.
@@ -41,6 +44,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
 import requests
 
 from . import _time
+from ._trigger_keys import key_environment
 from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import BaseJobManager, Job
@@ -145,10 +149,12 @@ class TriggerDevJobManager(BaseJobManager):
         self.config = config if config is not None else self.settings.trigger_dev
         if client is None:
             _require_configured(self.config)
-        elif self.config.environment not in TRIGGER_DEV_ENVIRONMENTS:
+        elif self.config.environment not in TRIGGER_DEV_ENVIRONMENTS or key_environment(
+            self.config.api_key
+        ) not in (None, self.config.environment):
             _require_configured(self.config)  # the environment is in every schedule's key
         self.task_id = task_id or self.settings.task_id
-        self.key_prefix = f"bgjobs:{self.config.environment}:"
+        self.key_prefix = f"bgjobs:{self.config.scope}:"
         self._timeouts = (connect_timeout, read_timeout)
         # A client we build on our own pool is rebuilt in a forked child; one handed in
         # (or built on a caller's session) is the caller's to manage.
@@ -176,6 +182,7 @@ class TriggerDevJobManager(BaseJobManager):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_attempts=self.settings.trigger_dev_max_attempts,
+            branch=self.config.branch,
         )
 
     def __repr__(self) -> str:
@@ -188,7 +195,11 @@ class TriggerDevJobManager(BaseJobManager):
         )
 
     def dedup_key(self, job_id: str) -> str:
-        """``bgjobs:<environment>:<job id>``: the schedule's key on Trigger.dev."""
+        """``bgjobs:<scope>:<job id>``: the schedule's key on Trigger.dev.
+
+        The scope is the environment, made per developer for development keys and per
+        branch for previews (:attr:`~bgjobs.types.TriggerDevConfig.scope`).
+        """
         if not isinstance(job_id, str) or not job_id:
             raise ValueError(f"job id must be a non-empty string, got {job_id!r}")
         return f"{self.key_prefix}{job_id}"
@@ -492,7 +503,7 @@ class TriggerDevJobManager(BaseJobManager):
         return True
 
     def prune(self) -> List[str]:
-        """Delete ``bgjobs:<environment>:`` schedules whose job is not on this manager.
+        """Delete ``bgjobs:<scope>:`` schedules whose job is not on this manager.
 
         Schedules of other environments, and ones bgjobs did not create, are left alone;
         a stopped job still counts as on the manager. Returns the removed job ids.

@@ -154,9 +154,11 @@ class TriggerDevClient:
     """Calls Trigger.dev's REST API with timeouts, bounded retries and rate-limit waits.
 
     ``session`` lets callers share a connection pool; a session passed in is not closed by
-    :meth:`close`. ``sleep`` and ``clock`` (Unix seconds) are injectable for tests. The
-    client keeps no state between calls apart from the session, so it may be shared by
-    threads to the extent ``requests.Session`` may.
+    :meth:`close`. ``sleep`` and ``clock`` (Unix seconds) are injectable for tests.
+    ``branch`` goes with every request as ``x-trigger-branch`` (a preview environment's
+    branch, whose key is its parent's). The client keeps no state between calls apart
+    from the session, so it may be shared by threads to the extent ``requests.Session``
+    may.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class TriggerDevClient:
         backoff_max: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        branch: Optional[str] = None,
     ) -> None:
         # The key goes into a header: whitespace or control characters would make requests
         # raise InvalidHeader with the whole header value — the key — in its message.
@@ -192,7 +195,15 @@ class TriggerDevClient:
         if not (backoff_max >= 0 and math.isfinite(backoff_max)):
             raise ValueError(f"backoff_max must be >= 0 seconds, got {backoff_max!r}")
 
+        if branch is not None and (
+            not isinstance(branch, str)
+            or not branch.strip()
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in branch)
+        ):
+            raise ValueError(f"branch must be a non-empty branch name, got {branch!r}")
+
         self._api_key = api_key
+        self._branch = branch.strip() if branch is not None else None
         self._base_url = api_url.rstrip("/")
         self._timeout = (float(connect_timeout), float(read_timeout))
         self._max_attempts = max_attempts
@@ -418,6 +429,10 @@ class TriggerDevClient:
             # TypeError/ValueError, and every attempt sends the very same bytes.
             data = json.dumps(body, allow_nan=False, separators=(",", ":")).encode("utf-8")
             request_headers["Content-Type"] = "application/json"
+        if self._branch is not None:
+            # A preview (or development branch) environment shares its parent's key; the
+            # server picks the branch's environment by this header.
+            request_headers["x-trigger-branch"] = self._branch
         if headers:
             request_headers.update(headers)
         url = self._base_url + path

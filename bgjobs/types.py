@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Awaitable, Callable, Dict, List, Literal, Optional, TypeVar, Union
 
+from ._trigger_keys import key_environment, schedule_scope
+
 __all__ = [
     "BackgroundJobManager",
     "Interval",
@@ -52,7 +54,7 @@ TimezoneArg = Union[str, tzinfo, None]
 
 DEFAULT_TRIGGER_DEV_API_URL = "https://api.trigger.dev"
 
-TRIGGER_DEV_ENVIRONMENTS = ("development", "staging", "production")
+TRIGGER_DEV_ENVIRONMENTS = ("development", "staging", "production", "preview")
 """The values ``TRIGGER_DEV_ENVIRONMENT`` may take."""
 
 
@@ -210,16 +212,27 @@ class JobMetrics:
 class TriggerDevConfig:
     """Trigger.dev settings as read by :func:`bgjobs.config.get_trigger_dev_config`.
 
-    ``settings_given`` records whether any Trigger.dev variable was present at all, which
-    is what separates "partially configured" from "not configured". The API key is kept
-    out of ``repr`` so the object can be logged.
+    ``environment`` defaults to the one the secret key names by its prefix (``tr_dev_``
+    development, ``tr_stg_`` staging, ``tr_prod_`` production, ``tr_preview_`` preview),
+    else ``development``; an explicit value the key contradicts makes the config unusable
+    (:attr:`problem` says why). ``branch`` is the preview (or development) branch, sent as
+    ``x-trigger-branch``; a preview key needs one. ``settings_given`` records whether any
+    Trigger.dev variable was present at all, which is what separates "partially
+    configured" from "not configured". The API key is kept out of ``repr`` so the object
+    can be logged.
     """
 
     enabled: bool = False
     api_key: Optional[str] = field(default=None, repr=False)
     api_url: str = DEFAULT_TRIGGER_DEV_API_URL
-    environment: str = "development"
+    environment: str = ""
     settings_given: bool = False
+    branch: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not self.environment:
+            derived = key_environment(self.api_key) or "development"
+            object.__setattr__(self, "environment", derived)
 
     @property
     def problem(self) -> Optional[str]:
@@ -233,12 +246,30 @@ class TriggerDevConfig:
                 f"TRIGGER_DEV_ENVIRONMENT={self.environment!r} is not one of "
                 f"{', '.join(TRIGGER_DEV_ENVIRONMENTS)}"
             )
+        of_key = key_environment(self.api_key)
+        if of_key is not None and of_key != self.environment:
+            return (
+                f"TRIGGER_DEV_ENVIRONMENT={self.environment!r} does not match the API key, "
+                f"which belongs to {of_key} (by its prefix); remove TRIGGER_DEV_ENVIRONMENT "
+                f"or use the {self.environment} environment's secret key"
+            )
+        if self.environment == "preview" and not self.branch:
+            return (
+                "a preview environment's key needs the branch: set TRIGGER_PREVIEW_BRANCH "
+                "(Vercel's VERCEL_GIT_COMMIT_REF is used when set)"
+            )
         return None
 
     @property
+    def scope(self) -> str:
+        """The ``<scope>`` of this environment's schedule keys ``bgjobs:<scope>:<job id>``
+        (see :func:`bgjobs._trigger_keys.schedule_scope`)."""
+        return schedule_scope(self.environment, self.api_key, self.branch)
+
+    @property
     def is_fully_configured(self) -> bool:
-        """An API key is present, the API URL is a valid http(s) URL and the environment
-        is one of development, staging, production."""
+        """An API key is present, the API URL is a valid http(s) URL, the environment is
+        known and agrees with the key, and a preview key has its branch."""
         return self.problem is None
 
     @property
@@ -248,9 +279,10 @@ class TriggerDevConfig:
 
     def __repr__(self) -> str:
         key = "'***'" if self.api_key else "None"
+        branch = f", branch={self.branch!r}" if self.branch else ""
         return (
             f"TriggerDevConfig(enabled={self.enabled!r}, api_key={key}, "
-            f"api_url={self.api_url!r}, environment={self.environment!r})"
+            f"api_url={self.api_url!r}, environment={self.environment!r}{branch})"
         )
 
 

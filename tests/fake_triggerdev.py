@@ -11,11 +11,23 @@ the surprising parts, so code that works against it has a fair chance live::
 
 Server behaviour:
 
-* Bearer auth on every route but ``/api/v1/timezones``; 401 ``{"error": ...}`` otherwise.
+* One project with several environments, each with its own secret key (``api_key`` is
+  the first one's; :meth:`add_environment` adds more — another developer's development
+  environment, staging, a preview branch). Bearer auth on every route but
+  ``/api/v1/timezones``: the key picks the environment; 401 ``{"error": ...}`` otherwise.
+  A preview key needs ``x-trigger-branch`` naming one of its branches (401 without), a
+  development key may name a development branch (``default``: none), as live.
+* Deduplication keys are unique per *project*, as live: a schedule belongs to the
+  environment that last wrote it, and ``GET``/``PUT``/``DELETE``/``activate``/
+  ``deactivate`` of another environment's schedule answer 404; ``POST`` with another
+  environment's key takes the schedule over (moves it to the caller's environment).
+  ``GET /api/v1/schedules`` lists the caller's environment's schedules only.
 * ``POST /api/v1/schedules`` upserts by ``deduplicationKey`` (required) and answers 200.
-  At the plan limit (``schedule_limit``) a POST that needs a new schedule answers 422 —
-  and so does a POST for an *existing* key (``post_existing_at_limit_fails``, on by
-  default, as live), while ``PUT`` by key still works.
+  At the plan limit (``schedule_limit``: active schedules of the project's non-development
+  environments, staging, production and previews alike) a POST that needs a new schedule
+  answers 422 with the live message — and so does a POST for an *existing* key
+  (``post_existing_at_limit_fails``, on by default, as live), while ``PUT`` by key still
+  works.
 * ``{id}`` in schedule paths is the ``sched_...`` id or the URL-encoded deduplication key.
 * ``PUT`` on a missing id *creates* a schedule with a new ``sched_`` id and no
   deduplication key (the live server ignores ``deduplicationKey`` in a PUT body), and no
@@ -53,10 +65,41 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from croniter import croniter
 
-__all__ = ["FakeTriggerDev", "RecordedRequest"]
+__all__ = ["FakeEnvironment", "FakeTriggerDev", "RecordedRequest"]
 
 DEFAULT_API_KEY = "tr_prod_fAk3K3y0123456789abcdef"
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_KEY_TYPES = (
+    ("tr_dev_", "DEVELOPMENT"),
+    ("tr_stg_", "STAGING"),
+    ("tr_prod_", "PRODUCTION"),
+    ("tr_preview_", "PREVIEW"),
+)
+
+
+def _key_type(api_key: str) -> Optional[str]:
+    for prefix, env_type in _KEY_TYPES:
+        if api_key.startswith(prefix):
+            return env_type
+    return None
+
+
+@dataclass(frozen=True)
+class FakeEnvironment:
+    """One environment of the fake's project: its secret key, type and branch."""
+
+    id: str
+    type: str  # DEVELOPMENT, STAGING, PRODUCTION, PREVIEW
+    api_key: str
+    branch: Optional[str] = None
+    user_name: Optional[str] = None
+
+    def public(self) -> Dict[str, Any]:
+        """As a schedule's ``environments`` entry shows it."""
+        out: Dict[str, Any] = {"id": self.id, "type": self.type}
+        if self.user_name is not None:
+            out["userName"] = self.user_name
+        return out
 
 
 @dataclass
@@ -149,7 +192,7 @@ class FakeTriggerDev:
         default_per_page: int = 10,
         max_per_page: int = 100,
         tasks: Optional[Iterable[str]] = None,
-        environment_type: str = "PRODUCTION",
+        environment_type: Optional[str] = None,
     ) -> None:
         self.api_key = api_key
         self.schedule_limit = schedule_limit
@@ -158,12 +201,16 @@ class FakeTriggerDev:
         self.max_per_page = max_per_page
         # None: every task exists; else unknown tasks get 422 (schedules) / 404 (trigger).
         self.tasks: Optional[Set[str]] = set(tasks) if tasks is not None else None
-        self.environment = {"id": "env_fake0123456789", "type": environment_type}
-        # Guards _schedules, _runs, _idempotency, _faults, _requests.
+        # Guards _schedules, _runs, _idempotency, _faults, _requests, _environments.
         self._lock = threading.Lock()
+        self._environments: Dict[Tuple[str, Optional[str]], FakeEnvironment] = {}
+        first = self.add_environment(
+            api_key, environment_type or _key_type(api_key) or "PRODUCTION", env_id="env_fake0"
+        )
+        self.environment = first.public()  # the first key's, as schedules show it
         self._schedules: Dict[str, Dict[str, Any]] = {}  # by sched id, insertion order
         self._runs: Dict[str, Dict[str, Any]] = {}
-        self._idempotency: Dict[Tuple[str, str], str] = {}
+        self._idempotency: Dict[Tuple[str, str, str], str] = {}
         self._faults: List[_Fault] = []
         self._requests: List[RecordedRequest] = []
         self._stopping = threading.Event()
@@ -371,12 +418,49 @@ class FakeTriggerDev:
         external_id: Optional[str] = None,
         timezone: Optional[str] = None,
         active: bool = True,
+        environment: Optional[FakeEnvironment] = None,
     ) -> Dict[str, Any]:
-        """Put a schedule straight into the store (no limit check, no request recorded)."""
+        """Put a schedule straight into the store (no limit check, no request recorded);
+        it belongs to ``environment``, by default the first key's."""
+        owner = environment or self.environment_of(self.api_key)
         with self._lock:
-            record = self._new_schedule(task, cron, timezone, external_id, deduplication_key)
+            record = self._new_schedule(
+                task, cron, timezone, external_id, deduplication_key, owner
+            )
             record["active"] = active
             return self._public(record)
+
+    def add_environment(
+        self,
+        api_key: str,
+        env_type: Optional[str] = None,
+        *,
+        branch: Optional[str] = None,
+        user_name: Optional[str] = None,
+        env_id: Optional[str] = None,
+    ) -> FakeEnvironment:
+        """Add an environment to the project; ``env_type`` defaults to the key's prefix.
+
+        With ``branch``: a branch of the environment with that key (a preview branch, or a
+        developer's development branch), which shares its parent's key and is chosen by
+        ``x-trigger-branch``; the parent is added first if need be.
+        """
+        env_type = env_type or _key_type(api_key) or "PRODUCTION"
+        with self._lock:
+            if branch is not None and (api_key, None) not in self._environments:
+                self._environments[(api_key, None)] = FakeEnvironment(
+                    "env_" + secrets.token_hex(8), env_type, api_key, None, user_name
+                )
+            environment = FakeEnvironment(
+                env_id or "env_" + secrets.token_hex(8), env_type, api_key, branch, user_name
+            )
+            self._environments[(api_key, branch)] = environment
+            return environment
+
+    def environment_of(self, api_key: str, branch: Optional[str] = None) -> FakeEnvironment:
+        """The environment a key (and branch) stands for."""
+        with self._lock:
+            return self._environments[(api_key, branch)]
 
     # -- request handling (called from handler threads) -----------------------------
 
@@ -390,35 +474,58 @@ class FakeTriggerDev:
         """Route one request; returns (status, JSON body) or raises _ApiError."""
         if segments == ["api", "v1", "timezones"] and method == "GET":
             return 200, {"timezones": ["UTC", *sorted(zoneinfo.available_timezones())]}
-        if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
-            raise _ApiError(401, {"error": "Invalid or Missing API Key"})
+        env = self._authenticate(
+            handler.headers.get("Authorization"), handler.headers.get("x-trigger-branch")
+        )
 
         if segments[:3] == ["api", "v1", "schedules"]:
             rest = segments[3:]
             if not rest:
                 if method == "POST":
-                    return 200, self._create(handler.json_body())
+                    return 200, self._create(handler.json_body(), env)
                 if method == "GET":
-                    return 200, self._list(query)
+                    return 200, self._list(query, env)
             elif len(rest) == 1:
                 if method == "GET":
-                    return 200, self._get(rest[0])
+                    return 200, self._get(rest[0], env)
                 if method == "PUT":
-                    return 200, self._update(rest[0], handler.json_body())
+                    return 200, self._update(rest[0], handler.json_body(), env)
                 if method == "DELETE":
-                    return 200, self._delete(rest[0])
+                    return 200, self._delete(rest[0], env)
             elif len(rest) == 2 and rest[1] in ("activate", "deactivate") and method == "POST":
-                return 200, self._set_active(rest[0], rest[1] == "activate")
+                return 200, self._set_active(rest[0], rest[1] == "activate", env)
             else:
                 raise _ApiError(404, {"error": "Not found"})
             raise _ApiError(405, {"error": "Method not allowed"})
         is_trigger = len(segments) == 5 and segments[4] == "trigger"
         if is_trigger and segments[:3] == ["api", "v1", "tasks"] and method == "POST":
             key = handler.headers.get("Idempotency-Key")
-            return 200, self._trigger(segments[3], handler.json_body(), key)
+            return 200, self._trigger(segments[3], handler.json_body(), key, env)
         if len(segments) == 4 and segments[:3] == ["api", "v3", "runs"] and method == "GET":
-            return 200, self._get_run(segments[3])
+            return 200, self._get_run(segments[3], env)
         raise _ApiError(404, {"error": "Not found"})
+
+    def _authenticate(
+        self, authorization: Optional[str], branch_header: Optional[str]
+    ) -> FakeEnvironment:
+        """The environment the request's key (and ``x-trigger-branch``) stands for."""
+        scheme, _, api_key = (authorization or "").partition(" ")
+        branch = (branch_header or "").strip() or None
+        if branch is not None and branch.startswith("refs/heads/"):
+            branch = branch[len("refs/heads/") :]
+        with self._lock:
+            root = self._environments.get((api_key, None)) if scheme == "Bearer" else None
+            if root is None:
+                raise _ApiError(401, {"error": "Invalid or Missing API Key"})
+            if root.type == "PREVIEW" or (
+                root.type == "DEVELOPMENT" and branch is not None and branch != "default"
+            ):
+                # As live: a preview key without a branch, or with an unknown one, is no key.
+                child = self._environments.get((api_key, branch)) if branch else None
+                if child is None:
+                    raise _ApiError(401, {"error": "Invalid or Missing API Key"})
+                return child
+            return root
 
     # Everything below runs with self._lock held (taken in the methods that call _find).
 
@@ -426,11 +533,26 @@ class FakeTriggerDev:
         record = self._schedules.get(id_or_key)
         return record if record is not None else self._find_by_key(id_or_key)
 
-    def _find_or_404(self, id_or_key: str) -> Dict[str, Any]:
+    def _find_or_404(self, id_or_key: str, env: FakeEnvironment) -> Dict[str, Any]:
         record = self._find(id_or_key)
-        if record is None:
+        if record is None or not self._visible(record, env):
             raise _ApiError(404, {"error": "Schedule not found"})
         return record
+
+    @staticmethod
+    def _visible(record: Mapping[str, Any], env: FakeEnvironment) -> bool:
+        # As live (getScheduleEnvVisibility): another environment's schedule is "hidden".
+        return not record["instances"] or env.id in record["instances"]
+
+    def _used_schedules(self) -> int:
+        """Active schedules of non-development environments: what the plan's limit counts."""
+        types = {e.id: e.type for e in self._environments.values()}
+        return sum(
+            1
+            for record in self._schedules.values()
+            if record["active"]
+            and any(types.get(i, "PRODUCTION") != "DEVELOPMENT" for i in record["instances"])
+        )
 
     def _check_schedule_fields(self, body: Any, *, create: bool) -> None:
         if not isinstance(body, dict):
@@ -469,6 +591,7 @@ class FakeTriggerDev:
         tz: Optional[str],
         external_id: Optional[str],
         dedup_key: Optional[str],
+        env: FakeEnvironment,
     ) -> Dict[str, Any]:
         schedule_id = "sched_" + secrets.token_hex(10)
         record = {
@@ -480,6 +603,7 @@ class FakeTriggerDev:
             "deduplicationKey": dedup_key or secrets.token_urlsafe(18),
             "userProvidedKey": bool(dedup_key),
             "active": True,
+            "instances": [env.id],
         }
         self._schedules[schedule_id] = record
         return record
@@ -493,25 +617,27 @@ class FakeTriggerDev:
         record["timezone"] = tz if tz and tz != "UTC" else None
         record["externalId"] = body.get("externalId") or None
 
-    def _create(self, body: Any) -> Dict[str, Any]:
+    def _create(self, body: Any, env: FakeEnvironment) -> Dict[str, Any]:
         self._check_schedule_fields(body, create=True)
         self._check_cron_and_task(body["cron"], body["task"])
         with self._lock:
             existing = self._find_by_key(body["deduplicationKey"])
             limit = self.schedule_limit
-            at_limit = limit is not None and len(self._schedules) >= limit
+            used = self._used_schedules()
+            at_limit = limit is not None and used >= limit
             if at_limit and (existing is None or self.post_existing_at_limit_fails):
                 raise _ApiError(
                     422,
                     {
-                        "error": f"You have created {len(self._schedules)}/{limit} "
-                        "schedules so need to increase your limits or delete some "
-                        "schedules."
+                        "error": f"You have created {used}/{limit} schedules so you'll "
+                        "need to increase your limits or delete some schedules."
                     },
                 )
             self._check_timezone(body.get("timezone"))
             if existing is not None:
                 self._apply(existing, body)
+                # Keys are per project: the caller's environment takes the schedule over.
+                existing["instances"] = [env.id]
                 return self._public(existing)
             record = self._new_schedule(
                 body["task"],
@@ -519,6 +645,7 @@ class FakeTriggerDev:
                 body.get("timezone"),
                 body.get("externalId"),
                 body["deduplicationKey"],
+                env,
             )
             return self._public(record)
 
@@ -528,7 +655,7 @@ class FakeTriggerDev:
                 return record
         return None
 
-    def _update(self, id_or_key: str, body: Any) -> Dict[str, Any]:
+    def _update(self, id_or_key: str, body: Any, env: FakeEnvironment) -> Dict[str, Any]:
         self._check_schedule_fields(body, create=False)
         self._check_cron_and_task(body["cron"], body["task"])
         self._check_timezone(body.get("timezone"))
@@ -537,29 +664,36 @@ class FakeTriggerDev:
             if record is None:
                 # As live: a new schedule with a fresh id and no user deduplication key.
                 record = self._new_schedule(
-                    body["task"], body["cron"], body.get("timezone"), body.get("externalId"), None
+                    body["task"],
+                    body["cron"],
+                    body.get("timezone"),
+                    body.get("externalId"),
+                    None,
+                    env,
                 )
+            elif not self._visible(record, env):
+                raise _ApiError(404, {"error": "Schedule not found"})
             else:
                 self._apply(record, body)
             return self._public(record)
 
-    def _get(self, id_or_key: str) -> Dict[str, Any]:
+    def _get(self, id_or_key: str, env: FakeEnvironment) -> Dict[str, Any]:
         with self._lock:
-            return self._public(self._find_or_404(id_or_key))
+            return self._public(self._find_or_404(id_or_key, env))
 
-    def _delete(self, id_or_key: str) -> Dict[str, Any]:
+    def _delete(self, id_or_key: str, env: FakeEnvironment) -> Dict[str, Any]:
         with self._lock:
-            record = self._find_or_404(id_or_key)
+            record = self._find_or_404(id_or_key, env)
             del self._schedules[record["id"]]
             return {"id": record["id"]}
 
-    def _set_active(self, id_or_key: str, active: bool) -> Dict[str, Any]:
+    def _set_active(self, id_or_key: str, active: bool, env: FakeEnvironment) -> Dict[str, Any]:
         with self._lock:
-            record = self._find_or_404(id_or_key)
+            record = self._find_or_404(id_or_key, env)
             record["active"] = active
             return self._public(record)
 
-    def _list(self, query: Dict[str, List[str]]) -> Dict[str, Any]:
+    def _list(self, query: Dict[str, List[str]], env: FakeEnvironment) -> Dict[str, Any]:
         try:
             page = int(query.get("page", ["1"])[0])
             per_page = int(query.get("perPage", [str(self.default_per_page)])[0])
@@ -569,7 +703,7 @@ class FakeTriggerDev:
             raise _ApiError(400, {"error": "Invalid query parameters"})
         per_page = min(per_page, self.max_per_page)
         with self._lock:
-            records = list(self._schedules.values())
+            records = [r for r in self._schedules.values() if self._visible(r, env)]
             start = (page - 1) * per_page
             data = [self._public(r) for r in records[start : start + per_page]]
         return {
@@ -594,7 +728,9 @@ class FakeTriggerDev:
                 "description": f"Cron: {record['cron']}",
             },
             "timezone": tz,
-            "environments": [dict(self.environment)],
+            "environments": [
+                e.public() for e in self._environments.values() if e.id in record["instances"]
+            ],
         }
         if record["externalId"]:
             out["externalId"] = record["externalId"]
@@ -606,7 +742,9 @@ class FakeTriggerDev:
             out["nextRun"] = _iso(nxt)
         return out
 
-    def _trigger(self, task: str, body: Any, header_key: Optional[str]) -> Dict[str, Any]:
+    def _trigger(
+        self, task: str, body: Any, header_key: Optional[str], env: FakeEnvironment
+    ) -> Dict[str, Any]:
         if not isinstance(body, dict):
             raise _ApiError(400, {"error": "Invalid request body"})
         if self.tasks is not None and task not in self.tasks:
@@ -617,8 +755,8 @@ class FakeTriggerDev:
             option_key = options.get("idempotencyKey")
             key = option_key if isinstance(option_key, str) else None
         with self._lock:
-            if key is not None and (task, key) in self._idempotency:
-                return {"id": self._idempotency[(task, key)]}
+            if key is not None and (env.id, task, key) in self._idempotency:
+                return {"id": self._idempotency[(env.id, task, key)]}
             run_id = "run_" + secrets.token_hex(10)
             now = _iso(datetime.now(timezone.utc))
             run: Dict[str, Any] = {
@@ -633,19 +771,20 @@ class FakeTriggerDev:
                 "triggerFunction": "trigger",
                 "payload": body.get("payload"),
                 "attempts": [],
+                "environmentId": env.id,
             }
             if key is not None:
                 run["idempotencyKey"] = key
-                self._idempotency[(task, key)] = run_id
+                self._idempotency[(env.id, task, key)] = run_id
             self._runs[run_id] = run
             return {"id": run_id}
 
-    def _get_run(self, run_id: str) -> Dict[str, Any]:
+    def _get_run(self, run_id: str, env: FakeEnvironment) -> Dict[str, Any]:
         with self._lock:
             run = self._runs.get(run_id)
-            if run is None:
+            if run is None or run["environmentId"] != env.id:
                 raise _ApiError(404, {"error": "Run not found"})
-            return dict(run)
+            return {k: v for k, v in run.items() if k != "environmentId"}
 
 
 def _iso(value: datetime) -> str:

@@ -27,27 +27,35 @@ TASK = "bgjobs-dispatch"
 
 
 def fast_client(fake: FakeTriggerDev, **kwargs: Any) -> TriggerDevClient:
-    """A client that gives up quickly: 2 attempts, 10 ms backoff, 0.3 s read timeout."""
+    """A client that gives up quickly: 2 attempts, 10 ms backoff, 0.3 s read timeout.
+
+    ``api_key`` defaults to the fake's first key."""
     kwargs.setdefault("max_attempts", 2)
     kwargs.setdefault("backoff_base", 0.01)
     kwargs.setdefault("read_timeout", 0.3)
     kwargs.setdefault("connect_timeout", 0.5)
-    return TriggerDevClient(fake.api_key, fake.url, **kwargs)
+    api_key = kwargs.pop("api_key", fake.api_key)
+    return TriggerDevClient(api_key, fake.url, **kwargs)
 
 
 def make_manager(
     fake: FakeTriggerDev,
     *,
-    environment: str = "production",
+    environment: str = "",
     client: Optional[TriggerDevClient] = None,
+    api_key: Optional[str] = None,
+    branch: Optional[str] = None,
     **kwargs: Any,
 ) -> TriggerDevJobManager:
-    """A manager for ``fake`` with a fast client and an empty environment."""
+    """A manager for ``fake`` with a fast client and an empty environment; ``api_key``
+    (default: the fake's first key) picks the Trigger.dev environment."""
+    key = api_key or fake.api_key
     config = TriggerDevConfig(
-        enabled=True, api_key=fake.api_key, api_url=fake.url, environment=environment
+        enabled=True, api_key=key, api_url=fake.url, environment=environment, branch=branch
     )
     kwargs.setdefault("env", {})
-    return TriggerDevJobManager(config, client=client or fast_client(fake), **kwargs)
+    client = client or fast_client(fake, api_key=key, branch=branch)
+    return TriggerDevJobManager(config, client=client, **kwargs)
 
 
 def trigger_env(fake: FakeTriggerDev, **extra: str) -> Dict[str, str]:

@@ -353,8 +353,10 @@ def test_timezones_are_sent_by_iana_name_and_default_to_bgjobs_timezone(
 def test_the_key_holds_the_environment_so_environments_do_not_share_schedules(
     managers: Callable[..., TriggerDevJobManager], fake: FakeTriggerDev
 ) -> None:
+    staging_key = "tr_stg_St4g1ngK3y0123456789"
+    fake.add_environment(staging_key)
     production = managers()
-    staging = managers(environment="staging")
+    staging = managers(api_key=staging_key)
     assert production.dedup_key("job") == "bgjobs:production:job"
     assert staging.dedup_key("job") == "bgjobs:staging:job"
     for manager in (production, staging):
