@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .local import LocalJobManager
     from .noop import NoOpJobManager
     from .registry import JobDefinition, JobRegistry
+    from .running import ActiveRun, current_run
     from .triggerdev import TriggerDevJobManager
     from .types import (
         BackgroundJobManager,
@@ -85,6 +86,8 @@ _EXPORTS: Dict[str, str] = {
     "NoOpJobManager": "noop",
     "JobDefinition": "registry",
     "JobRegistry": "registry",
+    "ActiveRun": "running",
+    "current_run": "running",
     "TriggerDevJobManager": "triggerdev",
     "BackgroundJobManager": "types",
     "JobMetrics": "types",
@@ -97,6 +100,7 @@ _EXPORTS: Dict[str, str] = {
 }
 
 __all__ = [
+    "ActiveRun",
     "AppLoadError",
     "BGJobsError",
     "BackgroundJobManager",
@@ -118,6 +122,7 @@ __all__ = [
     "UsageError",
     "VercelJobManager",
     "create_job_manager",
+    "current_run",
     "get_job_manager",
     "get_scheduling_mode",
     "get_trigger_dev_config",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import (
     Callable,
     ContextManager,
     Dict,
+    Iterable,
     List,
     Literal,
     Mapping,
@@ -35,15 +37,20 @@ from typing import (
 )
 
 from . import _time
+from ._deadlines import DeadlineWatcher
 from ._process import end_process_if_main_thread
 from .config import Settings
-from .errors import JobNotFoundError
+from .errors import InvalidScheduleError, JobNotFoundError
+from .listeners import JobEvent, Listener, ListenerSet
 from .metrics import MetricsAggregator
+from .policies import JobPolicy, check_seconds, make_policy
 from .registry import JobDefinition, validate_job
+from .running import CURRENT, RunHandle
 from .schedules import (
     Clock,
     CronSchedule,
     IntervalSchedule,
+    OnceSchedule,
     Schedule,
     SystemClock,
     parse_cron,
@@ -118,6 +125,12 @@ def _pid_alive(host: str, pid: int) -> bool:
     return True
 
 
+def _log_extra(job_id: str, run_id: str, trigger: str) -> Dict[str, str]:
+    """The ``extra`` of a run's log records: a handler or formatter can use
+    ``%(job_id)s``, ``%(run_id)s`` and ``%(trigger)s``."""
+    return {"job_id": job_id, "run_id": run_id, "trigger": trigger}
+
+
 RunContext = Callable[[], ContextManager[Any]]
 """A factory for a context every run happens inside, e.g. Flask's ``app.app_context``."""
 
@@ -150,7 +163,9 @@ def _run_awaitable(awaitable: Any) -> None:
         except BaseException as exc:
             failure.append(exc)
 
-    thread = threading.Thread(target=_worker, name="bgjobs-async", daemon=True)
+    # The job's context (current_run()) goes with it to the loop's thread.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(_worker,), name="bgjobs-async", daemon=True)
     thread.start()
     thread.join()
     if failure:
@@ -175,12 +190,14 @@ class _History:
         "runs",
         "skips",
         "stopped_when_run_began",
+        "timed_out",
     )
 
     def __init__(self) -> None:
         self.running = False
         self.run_of: Optional[Job] = None  # the definition whose run is (or was last) going
         self.stopped_when_run_began = False
+        self.timed_out = False  # the current (or last) run passed its timeout
         self.outcome: JobStatusType = "scheduled"  # last run's outcome
         self.last_run: Optional[datetime] = None
         self.duration = 0.0
@@ -215,11 +232,14 @@ class Job:
         schedule: Optional[Schedule],
         *,
         run_lock: Optional[threading.Lock] = None,
+        policy: Optional[JobPolicy] = None,
     ) -> None:
         self.id = job_id
         self.name = name
         self.func = func
         self.schedule = schedule
+        #: Timeout, retries, misfire grace, jitter; ``None`` when the job has none.
+        self.policy = policy
         # Held for the whole of a run, acquired without blocking: the overlap guard.
         self.run_lock = run_lock or threading.Lock()
         # Guards every field below and the history's; held only for assignments, never
@@ -289,6 +309,7 @@ class Job:
                 last_success=self._h.last_success,
                 last_failure=self._h.last_failure,
                 last_error=self._h.last_error,
+                timed_out=self._h.timed_out,
             )
 
     # -- what runtimes change -------------------------------------------------------------
@@ -343,11 +364,17 @@ class Job:
             self._h.run_of = self
             self._h.stopped_when_run_began = self._stopped
             self._h.last_run = now
+            self._h.timed_out = False
             return True
 
-    def _end_run(self, duration: float, error: Optional[str]) -> None:
+    def _flag_timed_out(self) -> None:
+        with self._lock:
+            self._h.timed_out = True
+
+    def _end_run(self, duration: float, error: Optional[str], timed_out: bool = False) -> None:
         with self._lock:
             self._h.running = False
+            self._h.timed_out = timed_out
             self._h.duration = duration
             self._h.runs += 1
             if error is not None:
@@ -421,6 +448,14 @@ class BaseJobManager(BackgroundJobManager):
         self._running: Dict[int, str] = {}
         self._waiting: Dict[int, int] = {}  # thread ident -> nested wait_idle() calls
         self._run_context: Optional[RunContext] = None
+        # Guarded by _idle too: run id -> the handle of each run going on in this process
+        # (what shutdown cancels).
+        self._handles: Dict[str, RunHandle] = {}
+        self._listeners = ListenerSet()
+        # Created with the first run that has a timeout: most managers never need it.
+        self._deadlines: Optional[DeadlineWatcher] = None
+        # Notified when a job is stopped or the manager closes: wakes runs waiting to retry.
+        self._retry_wake = threading.Condition(threading.Lock())
         _track(self)
 
     def _reinit_after_fork(self) -> None:
@@ -432,7 +467,14 @@ class BaseJobManager(BackgroundJobManager):
         self._jobs_lock = threading.RLock()
         self._idle = threading.Condition(threading.Lock())
         self._running = {ident: job_id for ident, job_id in self._running.items() if ident == me}
+        self._handles = {
+            k: h for k, h in self._handles.items() if h.job_id in self._running.values()
+        }
         self._waiting = {}
+        self._retry_wake = threading.Condition(threading.Lock())
+        self._listeners.reinit_after_fork()
+        if self._deadlines is not None:
+            self._deadlines.reinit_after_fork()
         self._metrics.reinit_after_fork()
         continuing = set(self._running.values())
         for job in self._jobs.values():
@@ -477,9 +519,30 @@ class BaseJobManager(BackgroundJobManager):
 
     # -- scheduling ---------------------------------------------------------------------
 
-    def schedule_job(self, id: str, name: str, job: JobFunc, interval: Interval) -> None:
+    def schedule_job(
+        self,
+        id: str,
+        name: str,
+        job: JobFunc,
+        interval: Interval,
+        *,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
+    ) -> None:
         validate_job(id, name, job)
-        self._install(Job(id, name, job, IntervalSchedule(parse_interval(id, interval))))
+        schedule = IntervalSchedule(parse_interval(id, interval))
+        policy = make_policy(
+            id,
+            timeout=timeout,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+        )
+        self._install(Job(id, name, job, schedule, policy=policy))
 
     def schedule_cron_job(
         self,
@@ -489,21 +552,97 @@ class BaseJobManager(BackgroundJobManager):
         cron_expression: str,
         *,
         timezone: TimezoneArg = None,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
     ) -> None:
         validate_job(id, name, job)
         tz = resolve_timezone(id, timezone, self.settings.timezone)
-        self._install(Job(id, name, job, parse_cron(id, cron_expression, tz)))
+        policy = make_policy(
+            id,
+            timeout=timeout,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+        )
+        self._install(Job(id, name, job, parse_cron(id, cron_expression, tz), policy=policy))
+
+    def schedule_once(
+        self,
+        id: str,
+        name: str,
+        job: JobFunc,
+        *,
+        at: Optional[datetime] = None,
+        delay: Optional[Interval] = None,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
+    ) -> None:
+        """See :meth:`BackgroundJobManager.schedule_once`. A time already past runs at
+        once (unless later than ``misfire_grace``)."""
+        validate_job(id, name, job)
+        policy = make_policy(
+            id,
+            timeout=timeout,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+        )
+        self._install(Job(id, name, job, self._once_schedule(id, at, delay), policy=policy))
+
+    def _once_schedule(
+        self, job_id: str, at: Optional[datetime], delay: Optional[Interval]
+    ) -> OnceSchedule:
+        if at is not None and delay is not None:
+            raise TypeError(f"job {job_id!r}: give at= or delay=, not both")
+        if at is not None:
+            if not isinstance(at, datetime):
+                raise TypeError(f"job {job_id!r}: at must be a datetime, got {at!r}")
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ValueError(
+                    f"job {job_id!r}: at must be timezone-aware, got naive {at!r}; use e.g. "
+                    "datetime(..., tzinfo=timezone.utc)"
+                )
+            return OnceSchedule(at.timestamp())
+        seconds = 0.0
+        if delay is not None:
+            seconds = check_seconds(job_id, "delay", delay, positive=False)
+        return OnceSchedule(self._clock.time() + seconds)
 
     def add_job(self, definition: JobDefinition, *, scheduled: bool = True) -> None:
         """Install a registry's declared job, on its schedule (a cron without a timezone
         uses ``BGJOBS_TIMEZONE``) or, with ``scheduled=False``, unscheduled: it then runs
         only when triggered or dispatched (``bgjobs exec``)."""
         schedule = definition.to_schedule(self.settings.timezone) if scheduled else None
-        self._install(Job(definition.id, definition.name, definition.func, schedule))
+        self._install(
+            Job(definition.id, definition.name, definition.func, schedule, policy=definition.policy)
+        )
+
+    def _check_policy(self, job_id: str, policy: JobPolicy, schedule: Optional[Schedule]) -> None:
+        """Raise :class:`~bgjobs.errors.InvalidScheduleError` for a policy this runtime
+        cannot honour. Subclasses extend it (calling ``super()``)."""
+        if (
+            policy.jitter
+            and isinstance(schedule, IntervalSchedule)
+            and policy.jitter >= schedule.seconds
+        ):
+            raise InvalidScheduleError(
+                f"job {job_id!r}: jitter={policy.jitter:g}s must be less than the interval "
+                f"({schedule.seconds:g}s), or fires would change places"
+            )
 
     def _install(self, job: Job) -> None:
         if job.schedule is not None:
             self._check_schedule(job.id, job.schedule)
+        if job.policy is not None:
+            self._check_policy(job.id, job.policy, job.schedule)
         with self._jobs_lock:
             if self._closed:
                 raise RuntimeError(
@@ -547,11 +686,13 @@ class BaseJobManager(BackgroundJobManager):
             return
         job.stop()
         self._cancel(job)
+        self._wake_retries()
 
     def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> bool:
         for job in self._all_jobs():
             job.stop()
             self._cancel(job)
+        self._wake_retries()
         if not wait:
             return not self._others_running()
         if self.wait_idle(timeout):
@@ -584,6 +725,10 @@ class BaseJobManager(BackgroundJobManager):
         with self._jobs_lock:
             first, self._closed = not self._closed, True
         self.stop_all_jobs()
+        with self._idle:
+            handles = list(self._handles.values())
+        for handle in handles:  # a cooperative job sees current_run().cancelled and ends
+            handle.cancel()
         if first:
             self._release()
 
@@ -724,6 +869,9 @@ class BaseJobManager(BackgroundJobManager):
                 return "busy", None
             try:
                 if not background:
+                    policy = job.policy
+                    if scheduled and policy is not None and policy.retries:
+                        return self._execute_retrying(job, run_id, policy, scheduled_for)
                     return self._execute(job, run_id, trigger, scheduled, scheduled_for)
                 started = self._start_in_background(job, run_id, trigger)
                 handed_over = True  # the run's thread releases the claims
@@ -763,6 +911,21 @@ class BaseJobManager(BackgroundJobManager):
         job.count_skips(count)
         self._metrics.record_skip(count)
         self._record(lambda store: store.record_skips(job.id, count))
+        if self._listeners:
+            now = utc_datetime(self._clock.time())
+            skipped = JobRun(
+                os.urandom(16).hex(),
+                job.id,
+                "schedule",
+                now,
+                finished=now,
+                duration=0.0,
+                outcome="skipped",
+                error=reason or "the job was still running",
+                pid=os.getpid(),
+                host=_host_name(),
+            )
+            self._listeners.emit("skipped", skipped)
         if reason is None:
             logger.info(
                 "job %r is still running, so this run was skipped (bgjobs never runs a job "
@@ -771,6 +934,63 @@ class BaseJobManager(BackgroundJobManager):
             )
         else:
             logger.info("job %r: skipped %d run(s): %s", job.id, count, reason)
+
+    def _execute_retrying(
+        self, job: Job, run_id: str, policy: JobPolicy, scheduled_for: Optional[datetime]
+    ) -> Tuple[_RunOutcome, Optional[JobRun]]:
+        """A scheduled run with ``retries``: each failed attempt is tried again after its
+        backoff, with the job's locks held throughout, so a fire due meanwhile finds the
+        job busy (skipped and counted) and a retry never overlaps it."""
+        attempt = 1
+        while True:
+            outcome, run = self._execute(
+                job, run_id, "schedule", True, scheduled_for, attempt=attempt
+            )
+            if outcome != "ran" or run is None or run.outcome == "completed":
+                return outcome, run
+            if attempt > policy.retries:
+                logger.error(
+                    "job %r (%s): attempt %d failed, the last of %d; giving up until its next fire",
+                    job.id,
+                    job.name,
+                    attempt,
+                    policy.retries + 1,
+                    extra=_log_extra(job.id, run.run_id, "schedule"),
+                )
+                return outcome, run
+            delay = policy.retry_delay(attempt)
+            logger.warning(
+                "job %r (%s): attempt %d of %d failed; retrying in %.3gs",
+                job.id,
+                job.name,
+                attempt,
+                policy.retries + 1,
+                delay,
+                extra=_log_extra(job.id, run.run_id, "schedule"),
+            )
+            if not self._wait_to_retry(job, delay):
+                logger.info("job %r was stopped: its retry does not run", job.id)
+                return outcome, run
+            attempt += 1
+            run_id = os.urandom(16).hex()
+
+    def _wait_to_retry(self, job: Job, delay: float) -> bool:
+        """Wait ``delay`` seconds on the manager's clock; ``False`` if the job was stopped
+        (or the manager closed) first."""
+        clock = self._clock
+        end = clock.monotonic() + delay
+        with self._retry_wake:
+            while True:
+                if job.stopped or self._closed:
+                    return False
+                remaining = end - clock.monotonic()
+                if remaining <= 0:
+                    return True
+                clock.wait(self._retry_wake, remaining)
+
+    def _wake_retries(self) -> None:
+        with self._retry_wake:
+            self._retry_wake.notify_all()
 
     def _execute(
         self,
@@ -781,19 +1001,22 @@ class BaseJobManager(BackgroundJobManager):
         scheduled_for: Optional[datetime],
         *,
         began: Optional[Callable[[JobRun], None]] = None,
+        attempt: int = 1,
     ) -> Tuple[_RunOutcome, Optional[JobRun]]:
         """Run a claimed job in the calling thread and record it everywhere."""
         me = threading.get_ident()
+        handle = RunHandle(job.id)
         # Registered before the stopped check, so stop_all_jobs(wait=True) either
         # prevents this run or waits for it.
         with self._idle:
             # A job may trigger another job on its own thread: remember the outer run.
             outer = self._running.get(me)
             self._running[me] = job.id
+            self._handles[run_id] = handle
         started = self._clock.monotonic()
         now = utc_datetime(self._clock.time())
         if not job._begin_run(now, scheduled=scheduled):
-            self._unregister_run(me, outer)
+            self._unregister_run(me, outer, run_id)
             return "refused", None
         run = JobRun(
             run_id=run_id,
@@ -801,16 +1024,26 @@ class BaseJobManager(BackgroundJobManager):
             trigger=trigger,
             started=now,
             scheduled_for=scheduled_for,
+            attempt=attempt,
             pid=os.getpid(),
             host=_host_name(),
         )
+        handle.run = run
         self._record(lambda store: store.start_run(run))
         if began is not None:
             began(run)
+        listeners = self._listeners
+        if listeners:
+            listeners.emit("started", run)
+        timeout = job.policy.timeout if job.policy is not None else None
+        if timeout is not None:
+            self._watch_deadline(job, handle, started + timeout, timeout)
+        extra = _log_extra(job.id, run_id, trigger)
         error: Optional[str] = None
         trace: Optional[str] = None
+        token = CURRENT.set(handle)
         try:
-            logger.debug("job %r (%s) started", job.id, job.name)
+            logger.debug("job %r (%s) started", job.id, job.name, extra=extra)
             if self._run_context is None:
                 call_job(job.func)
             else:
@@ -826,20 +1059,37 @@ class BaseJobManager(BackgroundJobManager):
                 self._clock.monotonic() - started,
                 error,
                 exc_info=True,
+                extra=extra,
             )
         except BaseException as exc:  # SystemExit/KeyboardInterrupt: record, then let go
             error = f"{type(exc).__name__}: {exc}"
             trace = traceback.format_exc()
             raise
         finally:
+            CURRENT.reset(token)
             duration = self._clock.monotonic() - started
-            job._end_run(duration, error)
-            self._metrics.record_run(duration, succeeded=error is None)
+            timed_out = timeout is not None and self._ended_past_deadline(
+                job, handle, duration, timeout
+            )
+            if timed_out:
+                error = f"TimeoutError: ran {duration:.3f}s, past its {timeout:g}s timeout" + (
+                    f"; then {error}" if error is not None else ""
+                )
+                logger.error(
+                    "job %r (%s) timed out: ran %.3fs, past its %gs timeout",
+                    job.id,
+                    job.name,
+                    duration,
+                    timeout,
+                    extra=extra,
+                )
+            job._end_run(duration, error, timed_out)
+            self._metrics.record_run(duration, succeeded=error is None, timed_out=timed_out)
             run = evolve(
                 run,
                 finished=utc_datetime(self._clock.time()),
                 duration=duration,
-                outcome="completed" if error is None else "failed",
+                outcome="timed_out" if timed_out else "completed" if error is None else "failed",
                 error=error,
                 traceback=trace,
             )
@@ -848,17 +1098,81 @@ class BaseJobManager(BackgroundJobManager):
             if trace is not None:  # as recorded (the traceback's last lines)
                 run = self._reading_store().get_run(run_id) or run
             if error is None:
-                logger.debug("job %r completed in %.3fs", job.id, duration)
-            self._unregister_run(me, outer)
+                logger.debug("job %r completed in %.3fs", job.id, duration, extra=extra)
+            if listeners:
+                listeners.emit("completed" if error is None else "failed", run)
+            self._unregister_run(me, outer, run_id)
         return "ran", run
 
-    def _unregister_run(self, me: int, outer: Optional[str]) -> None:
+    def _unregister_run(self, me: int, outer: Optional[str], run_id: str) -> None:
         with self._idle:
+            del self._handles[run_id]
             if outer is None:
                 del self._running[me]
             else:
                 self._running[me] = outer
             self._idle.notify_all()
+
+    # -- timeouts ----------------------------------------------------------------------------
+
+    def _watch_deadline(self, job: Job, handle: RunHandle, due: float, timeout: float) -> None:
+        watcher = self._deadlines
+        if watcher is None:
+            with self._jobs_lock:
+                watcher = self._deadlines
+                if watcher is None:
+                    watcher = self._deadlines = DeadlineWatcher(self._clock)
+        handle.deadline = watcher.add(due, lambda: self._passed_deadline(job, handle, timeout))
+
+    def _passed_deadline(self, job: Job, handle: RunHandle, timeout: float) -> None:
+        """``handle``'s run has just passed its timeout: flag it, ask it to stop, say so."""
+        handle.timed_out = True
+        job._flag_timed_out()
+        handle.cancel()
+        run = handle.run
+        logger.warning(
+            "job %r (%s): run %s passed its %gs timeout and still runs; "
+            "current_run().cancelled is set. bgjobs never kills a thread: the job keeps "
+            "its overlap lock until it returns",
+            job.id,
+            job.name,
+            run.run_id,
+            timeout,
+            extra=_log_extra(job.id, run.run_id, run.trigger),
+        )
+        if self._listeners:
+            self._listeners.emit("timed_out", evolve(run, outcome="timed_out"))
+
+    def _ended_past_deadline(
+        self, job: Job, handle: RunHandle, duration: float, timeout: float
+    ) -> bool:
+        """Whether the run that just ended timed out; flags it now if it did so before the
+        deadline thread got to it (a busy machine)."""
+        watcher = self._deadlines
+        if (
+            watcher is not None
+            and handle.deadline is not None
+            and not watcher.cancel(handle.deadline)
+        ):
+            return True  # the deadline thread flagged it
+        if duration < timeout:
+            return False
+        self._passed_deadline(job, handle, timeout)
+        return True
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    def add_listener(self, callback: Listener, *, events: Iterable[JobEvent] = ("failed",)) -> None:
+        """See :meth:`BackgroundJobManager.add_listener`; bad events raise ``ValueError``."""
+        self._listeners.add(callback, events)
+
+    def remove_listener(self, callback: Listener) -> bool:
+        """Stop calling ``callback``; ``True`` if it was a listener."""
+        return self._listeners.remove(callback)
+
+    def flush_listeners(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` seconds until every event so far reached its listeners."""
+        return self._listeners.flush(timeout)
 
     def _claim_key(self, key: str, run_id: str) -> Optional[str]:
         if not isinstance(key, str) or not key:
@@ -989,7 +1303,10 @@ class BaseJobManager(BackgroundJobManager):
                 run.run_id,
                 run.pid,
                 run.host,
+                extra=_log_extra(run.job_id, run.run_id, run.trigger),
             )
+            if self._listeners:
+                self._listeners.emit("abandoned", run)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -1045,6 +1362,8 @@ class BaseJobManager(BackgroundJobManager):
             last_failure=record.last_failure,
             last_error=record.last_error,
             running_pid=record.running_pid,
+            timed_out=local.timed_out
+            or (status != "running" and record.last_outcome == "timed_out"),
         )
 
     def get_job_status(self, id: str) -> Optional[JobStatus]:
@@ -1076,6 +1395,7 @@ class BaseJobManager(BackgroundJobManager):
             average_job_duration=total / runs if runs else 0.0,
             last_cleanup=local.last_cleanup,
             skipped_executions=skips,
+            timed_out_executions=local.timed_out_executions,
         )
 
     def __repr__(self) -> str:

@@ -64,6 +64,7 @@ stops scheduling and running jobs get up to ``BGJOBS_SHUTDOWN_TIMEOUT`` seconds 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from typing import Any, Dict, Mapping, Optional, Union
@@ -178,10 +179,16 @@ class LocalJobManager(BaseJobManager):
     def _arm(self, job: Job, due: float) -> None:
         schedule = job.schedule
         assert schedule is not None
-        wall = self._to_wall(job, due)
+        if due == math.inf:  # a one-off job after its fire: nothing more to arm
+            job.set_next_run(None)
+            return
+        fire_at = due
+        if job.policy is not None and job.policy.jitter:
+            fire_at += job.policy.jitter_offset(job.id, due)
+        wall = self._to_wall(job, fire_at)
 
         def arm() -> None:
-            handle = self._timers.call_at(due, schedule.wall_clock, self._tick, job, due)
+            handle = self._timers.call_at(fire_at, schedule.wall_clock, self._tick, job, due)
             with self._armed_lock:
                 self._armed[job] = handle
 
@@ -229,6 +236,16 @@ class LocalJobManager(BaseJobManager):
             return  # stopped, or another process leads the job now
         missed, reason = fire
         self._skip_missed(job, missed, reason)
+        if job.policy is not None and job.policy.misfire_grace is not None:
+            late = self._now(job) - due - job.policy.jitter_offset(job.id, due)
+            if late > job.policy.misfire_grace:
+                self.record_skips(
+                    job,
+                    1,
+                    f"its fire was {late:.3f}s late, past its misfire_grace of "
+                    f"{job.policy.misfire_grace:g}s",
+                )
+                return
         # The due time on the wall clock, to the millisecond: every process computes the
         # same key for one fire (an interval's monotonic due time converts with jitter).
         scheduled_for = utc_datetime(round(self._to_wall(job, due), 3))

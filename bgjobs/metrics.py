@@ -30,17 +30,20 @@ class MetricsAggregator:
         self._successful = 0
         self._failed = 0
         self._skipped = 0
+        self._timed_out = 0
         self._total_duration = 0.0
         self._last_cleanup = self._now()
 
-    def record_run(self, duration: float, *, succeeded: bool) -> None:
-        """Count one finished run (successful or not) and its duration in seconds."""
+    def record_run(self, duration: float, *, succeeded: bool, timed_out: bool = False) -> None:
+        """Count one finished run (successful or not; past its timeout) and its duration."""
         with self._metrics_lock:
             if succeeded:
                 self._successful += 1
             else:
                 self._failed += 1
             self._total_duration += duration
+            if timed_out:
+                self._timed_out += 1
 
     def record_skip(self, count: int = 1) -> None:
         """Count ``count`` run attempts that did not happen (the job was still running)."""
@@ -62,4 +65,5 @@ class MetricsAggregator:
                 average_job_duration=self._total_duration / total if total else 0.0,
                 last_cleanup=self._last_cleanup,
                 skipped_executions=self._skipped,
+                timed_out_executions=self._timed_out,
             )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from . import _time
 from .types import (
@@ -28,7 +28,9 @@ class NoOpJobManager(BackgroundJobManager):
     def __init__(self) -> None:
         self._created = _time.utc_now()
 
-    def schedule_job(self, id: str, name: str, job: JobFunc, interval: Interval) -> None:
+    def schedule_job(
+        self, id: str, name: str, job: JobFunc, interval: Interval, **policies: Any
+    ) -> None:
         return None
 
     def schedule_cron_job(
@@ -39,7 +41,11 @@ class NoOpJobManager(BackgroundJobManager):
         cron_expression: str,
         *,
         timezone: TimezoneArg = None,
+        **policies: Any,
     ) -> None:
+        return None
+
+    def schedule_once(self, id: str, name: str, job: JobFunc, **when_and_policies: Any) -> None:
         return None
 
     def trigger_job(self, id: str) -> bool:

@@ -25,9 +25,10 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 
 from .errors import InvalidScheduleError
+from .policies import JobPolicy, make_policy
 from .schedules import (
     IntervalSchedule,
     Schedule,
@@ -103,6 +104,8 @@ class JobDefinition:
     interval: Optional[float] = None
     cron: Optional[str] = None
     timezone: TimezoneArg = None
+    policy: Optional[JobPolicy] = None
+    """Timeout, retries, misfire grace and jitter (``None``: none set)."""
 
     def to_schedule(self, default_timezone: Optional[str] = None) -> Schedule:
         """This job's schedule; a cron declared without a timezone uses ``default_timezone``
@@ -115,13 +118,26 @@ class JobDefinition:
 
     def schedule_on(self, manager: BackgroundJobManager) -> None:
         """Schedule this job on ``manager``."""
+        policies = self.policy_keywords()
         if self.interval is not None:
-            manager.schedule_job(self.id, self.name, self.func, self.interval)
+            manager.schedule_job(self.id, self.name, self.func, self.interval, **policies)
         else:
             assert self.cron is not None
             manager.schedule_cron_job(
-                self.id, self.name, self.func, self.cron, timezone=self.timezone
+                self.id, self.name, self.func, self.cron, timezone=self.timezone, **policies
             )
+
+    def policy_keywords(self) -> Dict[str, Any]:
+        """The policy keywords this job was declared with (only those set)."""
+        policy = self.policy
+        if policy is None:
+            return {}
+        default = JobPolicy()
+        return {
+            name: getattr(policy, name)
+            for name in ("timeout", "retries", "retry_backoff", "misfire_grace", "jitter")
+            if getattr(policy, name) != getattr(default, name)
+        }
 
 
 def _caller_file() -> Optional[str]:
@@ -158,35 +174,83 @@ class JobRegistry:
         hours: float = 0,
         days: float = 0,
         every: Optional[timedelta] = None,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
     ) -> Callable[[F], F]:
-        """Decorator: run the function every ``every`` (or the sum of the unit arguments)."""
+        """Decorator: run the function every ``every`` (or the sum of the unit arguments).
+        The other keywords are the job's policies, as on ``schedule_job``."""
         if every is None:
             every = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
         elif seconds or minutes or hours or days:
             raise TypeError(f"job {id!r}: give either every= or seconds/minutes/hours/days")
 
+        policy = make_policy(
+            id,
+            timeout=timeout,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+        )
+
         def decorator(func: F) -> F:
-            self.add_interval(id, name, func, every)
+            self.add_interval(id, name, func, every, policy=policy)
             return func
 
         return decorator
 
     def cron(
-        self, id: str, name: str, expression: str, *, timezone: TimezoneArg = None
+        self,
+        id: str,
+        name: str,
+        expression: str,
+        *,
+        timezone: TimezoneArg = None,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
     ) -> Callable[[F], F]:
-        """Decorator: run the function at the cron expression's fire times."""
+        """Decorator: run the function at the cron expression's fire times. The other
+        keywords are the job's policies, as on ``schedule_cron_job``."""
+        policy = make_policy(
+            id,
+            timeout=timeout,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            misfire_grace=misfire_grace,
+            jitter=jitter,
+        )
 
         def decorator(func: F) -> F:
-            self.add_cron(id, name, func, expression, timezone=timezone)
+            self.add_cron(id, name, func, expression, timezone=timezone, policy=policy)
             return func
 
         return decorator
 
-    def add_interval(self, id: str, name: str, func: JobFunc, interval: Interval) -> None:
-        """Declare an interval job without a decorator."""
+    def add_interval(
+        self,
+        id: str,
+        name: str,
+        func: JobFunc,
+        interval: Interval,
+        *,
+        policy: Optional[JobPolicy] = None,
+    ) -> None:
+        """Declare an interval job without a decorator (``policy``: see
+        :func:`bgjobs.policies.make_policy`)."""
         validate_job(id, name, func)
         seconds = parse_interval(id, interval)
-        self._add(JobDefinition(id, name, func, interval=seconds))
+        if policy is not None and policy.jitter >= seconds:
+            raise InvalidScheduleError(
+                f"job {id!r}: jitter={policy.jitter:g}s must be less than the interval "
+                f"({seconds:g}s), or fires would change places"
+            )
+        self._add(JobDefinition(id, name, func, interval=seconds, policy=policy))
 
     def add_cron(
         self,
@@ -196,13 +260,15 @@ class JobRegistry:
         expression: str,
         *,
         timezone: TimezoneArg = None,
+        policy: Optional[JobPolicy] = None,
     ) -> None:
-        """Declare a cron job without a decorator."""
+        """Declare a cron job without a decorator (``policy``: see
+        :func:`bgjobs.policies.make_policy`)."""
         validate_job(id, name, func)
         # A named timezone is checked now; None stays None so each manager's default applies.
         tz = resolve_timezone(id, timezone) if timezone is not None else None
         parse_cron(id, expression, tz or resolve_timezone(id, "UTC"))
-        self._add(JobDefinition(id, name, func, cron=expression, timezone=timezone))
+        self._add(JobDefinition(id, name, func, cron=expression, timezone=timezone, policy=policy))
 
     def _add(self, definition: JobDefinition) -> None:
         with self._lock:

@@ -36,6 +36,7 @@ __all__ = [
     "Clock",
     "CronSchedule",
     "IntervalSchedule",
+    "OnceSchedule",
     "Schedule",
     "SystemClock",
     "format_seconds",
@@ -157,6 +158,29 @@ class IntervalSchedule(Schedule):
 
     def __repr__(self) -> str:
         return f"IntervalSchedule(seconds={self.seconds!r})"
+
+
+class OnceSchedule(Schedule):
+    """One fire, at ``at`` (Unix seconds): a one-off job (``schedule_once``). After it,
+    :meth:`next_due` answers infinity, which runtimes read as "nothing more"."""
+
+    wall_clock = True
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    @property
+    def description(self) -> str:
+        return f"once at {utc_datetime(self.at).isoformat()}"
+
+    def first_due(self, now: float) -> float:
+        return self.at
+
+    def next_due(self, previous_due: float, now: float) -> Tuple[float, int]:
+        return math.inf, 0
+
+    def __repr__(self) -> str:
+        return f"OnceSchedule(at={self.at!r})"
 
 
 class CronSchedule(Schedule):

@@ -48,8 +48,15 @@ from ._trigger_keys import key_environment
 from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import BaseJobManager, Job
+from .policies import JobPolicy
 from .registry import JobRegistry
-from .schedules import CronSchedule, Schedule, resolve_timezone, to_five_field_cron
+from .schedules import (
+    CronSchedule,
+    OnceSchedule,
+    Schedule,
+    resolve_timezone,
+    to_five_field_cron,
+)
 from .triggerdev_client import ScheduleObject, TriggerDevClient, scrub
 from .types import TRIGGER_DEV_ENVIRONMENTS, TriggerDevConfig
 
@@ -207,7 +214,34 @@ class TriggerDevJobManager(BaseJobManager):
     # -- scheduling: record locally, register in the background -------------------------
 
     def _check_schedule(self, job_id: str, schedule: Schedule) -> None:
+        if isinstance(schedule, OnceSchedule):
+            raise InvalidScheduleError(
+                f"job {job_id!r}: Trigger.dev schedules are crons; a one-off job "
+                "(schedule_once) cannot be registered. Use trigger_remote(id) to run a job "
+                "once on Trigger.dev"
+            )
         _remote_spec(job_id, schedule)
+
+    def _check_policy(self, job_id: str, policy: JobPolicy, schedule: Optional[Schedule]) -> None:
+        """Trigger.dev fires schedules on time and decides itself about late runs: ``jitter``
+        and ``misfire_grace`` cannot be honoured. ``retries`` maps onto the dispatcher
+        task's retries (the dispatch answer tells it how many this job allows);
+        ``timeout`` is honoured by the execution core (the run is flagged)."""
+        super()._check_policy(job_id, policy, schedule)
+        refused = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("jitter", policy.jitter or None),
+                ("misfire_grace", policy.misfire_grace),
+            )
+            if value is not None
+        ]
+        if refused:
+            raise InvalidScheduleError(
+                f"job {job_id!r}: Trigger.dev schedules cannot honour {', '.join(refused)}: "
+                "Trigger.dev fires them at the cron's time and handles late runs itself. "
+                "Remove them for this runtime (timeout= and retries= are honoured)"
+            )
 
     def _start(self, job: Job) -> None:
         assert job.schedule is not None

@@ -36,8 +36,10 @@ RunTrigger = Literal["schedule", "manual", "http", "cli", "remote"]
 """What started a run: a timer, ``trigger_job``, an HTTP dispatch, ``bgjobs exec``, or
 Trigger.dev (a remote dispatch)."""
 
-RunOutcome = Literal["running", "completed", "failed", "abandoned", "timed_out"]
-"""How a run ended; ``abandoned``: its process died while it ran."""
+RunOutcome = Literal["running", "completed", "failed", "abandoned", "timed_out", "skipped"]
+"""How a run ended; ``abandoned``: its process died while it ran; ``timed_out``: it ran past
+its ``timeout`` (however it ended). ``skipped`` is seen only by listeners: a fire that did
+not run (never stored)."""
 
 SchedulingMode = Literal["trigger-dev", "vercel", "local", "disabled"]
 """Which runtime the factory builds (see :func:`bgjobs.config.get_scheduling_mode`)."""
@@ -114,6 +116,9 @@ class JobStatus:
     """The last failure's error, kept after later successes (unlike ``error``)."""
     running_pid: Optional[int] = None
     """The process running the job right now, when a state store knows it."""
+    timed_out: bool = False
+    """The run going on now has passed the job's ``timeout`` (it still runs: threads are
+    never killed), or the last run ended ``timed_out``."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
@@ -135,6 +140,7 @@ class JobStatus:
             "last_failure": _iso(self.last_failure),
             "last_error": self.last_error,
             "running_pid": self.running_pid,
+            "timed_out": self.timed_out,
         }
 
 
@@ -195,6 +201,8 @@ class JobMetrics:
     average_job_duration: float
     last_cleanup: datetime
     skipped_executions: int = 0
+    timed_out_executions: int = 0
+    """Runs of this process that ran past their job's ``timeout`` (also in ``failed_jobs``)."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
@@ -205,6 +213,7 @@ class JobMetrics:
             "average_job_duration": self.average_job_duration,
             "last_cleanup": self.last_cleanup.isoformat(),
             "skipped_executions": self.skipped_executions,
+            "timed_out_executions": self.timed_out_executions,
         }
 
 
@@ -293,11 +302,25 @@ class BackgroundJobManager(abc.ABC):
     """
 
     @abc.abstractmethod
-    def schedule_job(self, id: str, name: str, job: JobFunc, interval: Interval) -> None:
+    def schedule_job(
+        self,
+        id: str,
+        name: str,
+        job: JobFunc,
+        interval: Interval,
+        *,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
+    ) -> None:
         """Run ``job`` every ``interval`` (seconds or ``timedelta``, > 0).
 
         The first run is one interval after the call, like JavaScript's ``setInterval``.
         Scheduling an id that exists replaces that job (it keeps its place in the order).
+        The keywords are the job's policies (see :mod:`bgjobs.policies`); a runtime that
+        cannot honour one refuses it with :class:`~bgjobs.errors.InvalidScheduleError`.
         """
 
     @abc.abstractmethod
@@ -309,6 +332,11 @@ class BackgroundJobManager(abc.ABC):
         cron_expression: str,
         *,
         timezone: TimezoneArg = None,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
     ) -> None:
         """Run ``job`` at the fire times of ``cron_expression``.
 
@@ -353,6 +381,39 @@ class BackgroundJobManager(abc.ABC):
     @abc.abstractmethod
     def get_job_metrics(self) -> JobMetrics:
         """A snapshot of the aggregate metrics."""
+
+    def schedule_once(
+        self,
+        id: str,
+        name: str,
+        job: JobFunc,
+        *,
+        at: Optional[datetime] = None,
+        delay: Optional[Interval] = None,
+        timeout: Optional[Interval] = None,
+        retries: int = 0,
+        retry_backoff: Optional[Interval] = None,
+        misfire_grace: Optional[Interval] = None,
+        jitter: Optional[Interval] = None,
+    ) -> None:
+        """Run ``job`` once: at ``at`` (an aware datetime), after ``delay`` seconds, or, with
+        neither, as soon as possible. The job stays listed afterwards (its status and
+        history), with no ``next_run``. This default, for runtimes whose schedules live
+        elsewhere, refuses it."""
+        from .errors import InvalidScheduleError
+
+        raise InvalidScheduleError(
+            f"job {id!r}: {type(self).__name__} cannot run one-off jobs (schedule_once); "
+            "its schedules are crons run by another service"
+        )
+
+    def add_listener(  # noqa: B027 - optional: a manager that runs nothing ignores it
+        self, callback: Callable[..., object], *, events: Any = ("failed",)
+    ) -> None:
+        """Call ``callback(run)`` or ``callback(run, event)`` for each of ``events``
+        (``started``, ``completed``, ``failed``, ``skipped``, ``timed_out``,
+        ``abandoned``; see :mod:`bgjobs.listeners`). This default, for managers that run
+        nothing, never calls it."""
 
     def get_job_runs(self, id: str, limit: int = 20) -> List[JobRun]:
         """The job's recorded runs, newest first, at most ``limit``.

@@ -31,8 +31,16 @@ from urllib.parse import quote
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import InvalidScheduleError
 from .execution import BaseJobManager, Job
+from .policies import JobPolicy
 from .registry import JobRegistry
-from .schedules import Clock, CronSchedule, Schedule, parse_cron, to_five_field_cron
+from .schedules import (
+    Clock,
+    CronSchedule,
+    OnceSchedule,
+    Schedule,
+    parse_cron,
+    to_five_field_cron,
+)
 
 __all__ = [
     "VERCEL_MAX_CRONS",
@@ -147,7 +155,32 @@ class VercelJobManager(BaseJobManager):
         self._crons_lock = threading.Lock()
 
     def _check_schedule(self, job_id: str, schedule: Schedule) -> None:
+        if isinstance(schedule, OnceSchedule):
+            raise InvalidScheduleError(
+                f"job {job_id!r}: Vercel Cron cannot run one-off jobs (schedule_once); "
+                "schedule it as a cron, or run it with trigger_job"
+            )
         vercel_cron_expression(job_id, schedule)
+
+    def _check_policy(self, job_id: str, policy: JobPolicy, schedule: Optional[Schedule]) -> None:
+        """Vercel Cron calls on time, once, and never again: ``jitter``, ``misfire_grace``
+        and ``retries`` cannot be honoured; ``timeout`` is (the run is flagged)."""
+        super()._check_policy(job_id, policy, schedule)
+        refused = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("jitter", policy.jitter or None),
+                ("misfire_grace", policy.misfire_grace),
+                ("retries", policy.retries or None),
+            )
+            if value is not None
+        ]
+        if refused:
+            raise InvalidScheduleError(
+                f"job {job_id!r}: Vercel Cron cannot honour {', '.join(refused)}: it calls the "
+                "endpoint at the cron's time, once, without delay, catch-up or retry. Remove "
+                "them for this runtime (timeout= is honoured)"
+            )
 
     def _start(self, job: Job) -> None:
         assert job.schedule is not None

@@ -82,6 +82,9 @@ CATCH_UP_WINDOW = 30.0
 
 _OVERRUN = "they passed while the job was still running (or its timer was late)"
 _HANDOVER = "they passed while no process ran its schedule (coalesced into one run)"
+_MISFIRED = (
+    "no process ran its schedule then, and they are older than its misfire_grace ({grace:g}s)"
+)
 _AFTER_FORK_RETRIES = (0.05, 0.2)  # a fresh child tries again soon: its parent is resigning
 
 Fire = Tuple[int, str]
@@ -356,6 +359,9 @@ class HostCoordinator(Coordinator):
         due = self._owner._from_wall(job, float(recorded))
         if now < due <= fresh + 1e-6:
             return due  # the pending fire, on the previous leader's grid
+        grace = job.policy.misfire_grace if job.policy is not None else None
+        if grace is not None and due <= now:
+            return self._resume_within_grace(job, leadership, due, now, grace)
         if now - CATCH_UP_WINDOW <= due <= now:
             # Missed during the hand-over: run it now — unless the fire after it is less
             # than half a period away; then coalesce it into that one.
@@ -367,6 +373,24 @@ class HostCoordinator(Coordinator):
             leadership.catching_up = True
             return due
         return fresh
+
+    def _resume_within_grace(
+        self, job: Job, leadership: JobLeadership, due: float, now: float, grace: float
+    ) -> float:
+        """With ``misfire_grace``: of the fires missed since ``due`` (while no process
+        ran the schedule: down, suspended, starved), run the first one at most ``grace``
+        seconds old, once, now; skip and count the others. Never more than one run."""
+        schedule = job.schedule
+        assert schedule is not None
+        if now - due <= grace:
+            leadership.catching_up = True
+            return due
+        # The first fire after `due` that is within the grace (or, if none is, upcoming).
+        candidate, passed = schedule.next_due(due, now - grace)
+        self._owner._skip_missed(job, passed + 1, _MISFIRED.format(grace=grace))
+        if candidate <= now:
+            leadership.catching_up = True
+        return candidate
 
     def _read_record(self, leadership: JobLeadership) -> Optional[Dict[str, Any]]:
         """The schedule file's record (``pid``, ``schedule``, ``next``), if readable."""
