@@ -670,6 +670,11 @@ class BaseJobManager(BackgroundJobManager):
                 raise
         logger.debug("scheduled job %r (%s): %s", job.id, job.name, job.description)
 
+    def policy_of(self, id: str) -> Optional[JobPolicy]:
+        """The policies job ``id`` was scheduled with (``None``: none, or no such job)."""
+        job = self._job(id)
+        return job.policy if job is not None else None
+
     def _job(self, job_id: str) -> Optional[Job]:
         with self._jobs_lock:
             return self._jobs.get(job_id)
@@ -911,7 +916,7 @@ class BaseJobManager(BackgroundJobManager):
         job.count_skips(count)
         self._metrics.record_skip(count)
         self._record(lambda store: store.record_skips(job.id, count))
-        if self._listeners:
+        if self._listeners.entries:
             now = utc_datetime(self._clock.time())
             skipped = JobRun(
                 os.urandom(16).hex(),
@@ -1033,17 +1038,23 @@ class BaseJobManager(BackgroundJobManager):
         if began is not None:
             began(run)
         listeners = self._listeners
-        if listeners:
+        if listeners.entries:
             listeners.emit("started", run)
         timeout = job.policy.timeout if job.policy is not None else None
         if timeout is not None:
             self._watch_deadline(job, handle, started + timeout, timeout)
-        extra = _log_extra(job.id, run_id, trigger)
+        debug = logger.isEnabledFor(logging.DEBUG)
         error: Optional[str] = None
         trace: Optional[str] = None
         token = CURRENT.set(handle)
         try:
-            logger.debug("job %r (%s) started", job.id, job.name, extra=extra)
+            if debug:
+                logger.debug(
+                    "job %r (%s) started",
+                    job.id,
+                    job.name,
+                    extra=_log_extra(job.id, run_id, trigger),
+                )
             if self._run_context is None:
                 call_job(job.func)
             else:
@@ -1059,7 +1070,7 @@ class BaseJobManager(BackgroundJobManager):
                 self._clock.monotonic() - started,
                 error,
                 exc_info=True,
-                extra=extra,
+                extra=_log_extra(job.id, run_id, trigger),
             )
         except BaseException as exc:  # SystemExit/KeyboardInterrupt: record, then let go
             error = f"{type(exc).__name__}: {exc}"
@@ -1081,7 +1092,7 @@ class BaseJobManager(BackgroundJobManager):
                     job.name,
                     duration,
                     timeout,
-                    extra=extra,
+                    extra=_log_extra(job.id, run_id, trigger),
                 )
             job._end_run(duration, error, timed_out)
             self._metrics.record_run(duration, succeeded=error is None, timed_out=timed_out)
@@ -1097,9 +1108,14 @@ class BaseJobManager(BackgroundJobManager):
             self._record(lambda store: store.finish_run(finished))
             if trace is not None:  # as recorded (the traceback's last lines)
                 run = self._reading_store().get_run(run_id) or run
-            if error is None:
-                logger.debug("job %r completed in %.3fs", job.id, duration, extra=extra)
-            if listeners:
+            if error is None and debug:
+                logger.debug(
+                    "job %r completed in %.3fs",
+                    job.id,
+                    duration,
+                    extra=_log_extra(job.id, run_id, trigger),
+                )
+            if listeners.entries:
                 listeners.emit("completed" if error is None else "failed", run)
             self._unregister_run(me, outer, run_id)
         return "ran", run
@@ -1140,7 +1156,7 @@ class BaseJobManager(BackgroundJobManager):
             timeout,
             extra=_log_extra(job.id, run.run_id, run.trigger),
         )
-        if self._listeners:
+        if self._listeners.entries:
             self._listeners.emit("timed_out", evolve(run, outcome="timed_out"))
 
     def _ended_past_deadline(
@@ -1305,7 +1321,7 @@ class BaseJobManager(BackgroundJobManager):
                 run.host,
                 extra=_log_extra(run.job_id, run.run_id, run.trigger),
             )
-            if self._listeners:
+            if self._listeners.entries:
                 self._listeners.emit("abandoned", run)
 
     # -- reading ----------------------------------------------------------------------------

@@ -74,16 +74,13 @@ class ListenerSet:
     """A manager's listeners and the thread that calls them."""
 
     def __init__(self) -> None:
-        # Guards _entries (replaced, never mutated: emit reads it without the lock) and
-        # _thread.
+        # Guards entries (replaced, never mutated: readers need no lock) and _thread.
         self._lock = threading.Lock()
-        self._entries: Tuple[_Entry, ...] = ()
+        #: (callback, wants the event name, events); empty: nobody listens (test it first).
+        self.entries: Tuple[_Entry, ...] = ()
         # Events to deliver, and flush() markers (an Event set when it comes up).
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
-
-    def __bool__(self) -> bool:
-        return bool(self._entries)
 
     def add(self, callback: Listener, events: Iterable[str]) -> None:
         if not callable(callback):
@@ -98,18 +95,18 @@ class ListenerSet:
             )
         entry: _Entry = (callback, _wants_event(callback), chosen)
         with self._lock:
-            self._entries = (*self._entries, entry)
+            self.entries = (*self.entries, entry)
 
     def remove(self, callback: Listener) -> bool:
         """Remove every registration of ``callback``; ``True`` if there was one."""
         with self._lock:
-            kept = tuple(e for e in self._entries if e[0] != callback)
-            removed, self._entries = len(kept) != len(self._entries), kept
+            kept = tuple(e for e in self.entries if e[0] != callback)
+            removed, self.entries = len(kept) != len(self.entries), kept
         return removed
 
     def emit(self, event: JobEvent, run: JobRun) -> None:
         """Queue ``event`` for the listeners that want it (returns at once)."""
-        targets = [e for e in self._entries if event in e[2]]
+        targets = [e for e in self.entries if event in e[2]]
         if not targets:
             return
         self._queue.put((run, event, targets))

@@ -97,6 +97,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PREFIX",
     "RESERVED_PATHS",
+    "RETRIES_HEADER",
     "Endpoints",
     "Response",
     "WSGIApp",
@@ -123,6 +124,9 @@ RESERVED_PATHS = RESERVED_JOB_IDS  # no job may have these ids (checked at decla
 RUNS_LIMIT_DEFAULT = 20
 RUNS_LIMIT_MAX = 100
 IDEMPOTENCY_KEY_MAX = 255
+RETRIES_HEADER = "X-BGJobs-Retries"
+"""On a dispatch's 200 answer, for a job declared with ``retries=N``: N. The Trigger.dev
+dispatcher task fails the run for good (no retry) after attempt N + 1 of a failed job."""
 # Printable ASCII, inner spaces allowed (the server strips the value's outer whitespace).
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _DIGITS = re.compile(r"[0-9]+")
@@ -535,7 +539,11 @@ class Endpoints:
             return _json(
                 202,
                 run.to_dict(),
-                (("Location", location), ("Preference-Applied", "respond-async")),
+                (
+                    ("Location", location),
+                    ("Preference-Applied", "respond-async"),
+                    *self._retry_headers(job_id),
+                ),
             )
         if outcome == "duplicate" and run is not None:
             if run.job_id != job_id:
@@ -544,8 +552,21 @@ class Endpoints:
                     f"this Idempotency-Key was first used for job {run.job_id!r}, not "
                     f"{job_id!r}; use a new key",
                 )
-            return _json(200, _with_run(status, run), (("Idempotent-Replayed", "true"),))
-        return _json(200, _with_run(status, run))
+            return _json(
+                200,
+                _with_run(status, run),
+                (("Idempotent-Replayed", "true"), *self._retry_headers(job_id)),
+            )
+        return _json(200, _with_run(status, run), self._retry_headers(job_id))
+
+    def _retry_headers(self, job_id: str) -> Tuple[Tuple[str, str], ...]:
+        """``X-BGJobs-Retries: N`` for a job declared with ``retries=N``: the Trigger.dev
+        dispatcher stops retrying a failed job after attempt N + 1."""
+        manager = self.manager
+        policy = manager.policy_of(job_id) if isinstance(manager, BaseJobManager) else None
+        if policy is None or not policy.retries:
+            return ()
+        return ((RETRIES_HEADER, str(policy.retries)),)
 
     def _runs(self, job_id: str, limit_text: Optional[str]) -> Response:
         limit = _runs_limit(limit_text)

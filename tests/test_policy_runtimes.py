@@ -66,3 +66,67 @@ def test_vercel_honours_timeouts() -> None:
     manager = VercelJobManager(env={})
     manager.schedule_cron_job("j", "J", lambda: None, "0 * * * *", timeout=30)
     assert manager._job("j").policy == JobPolicy(timeout=30)  # type: ignore[union-attr]
+
+
+def test_a_dispatch_answer_tells_trigger_dev_the_jobs_retries(manager: LocalJobManager) -> None:
+    from support_web import bearer, web_client
+
+    def broken() -> None:
+        raise RuntimeError("down")
+
+    manager.schedule_job("flaky", "Flaky", broken, 3600, retries=2)
+    manager.schedule_job("plain", "Plain", broken, 3600)
+    client = web_client(manager, "secret-for-tests")
+    answer = client.open("/api/cron/flaky", method="POST", headers=bearer("secret-for-tests"))
+    assert answer.status_code == 200 and answer.headers["X-BGJobs-Retries"] == "2"
+    answer = client.open("/api/cron/plain", method="POST", headers=bearer("secret-for-tests"))
+    assert answer.status_code == 200 and "X-BGJobs-Retries" not in answer.headers
+    # The dispatch itself runs once: Trigger.dev's task does the retrying.
+    assert [r.attempt for r in manager.get_job_runs("flaky")] == [1]
+
+
+def test_the_trigger_dev_dispatcher_stops_retrying_after_the_jobs_retries() -> None:
+    """The TypeScript task reads X-BGJobs-Retries and aborts from attempt retries + 1 on."""
+    from pathlib import Path
+
+    source = (
+        Path(__file__).parent.parent / "integrations/trigger.dev/src/trigger/bgjobs-dispatch.ts"
+    ).read_text()
+    assert 'response.headers.get("x-bgjobs-retries")' in source
+    assert "finishRun(jobId, final, context.attempt, retries)" in source
+    assert "attempt > retries" in source
+
+
+def test_trigger_dev_refuses_jitter_misfire_grace_and_one_offs() -> None:
+    from fake_triggerdev import FakeTriggerDev
+    from support_triggerdev import make_manager
+
+    with FakeTriggerDev() as fake:
+        manager = make_manager(fake)
+        try:
+            with pytest.raises(
+                InvalidScheduleError, match=r"job 'j': Trigger.dev schedules cannot honour jitter"
+            ):
+                manager.schedule_cron_job("j", "J", lambda: None, "0 * * * *", jitter=30)
+            with pytest.raises(InvalidScheduleError, match=r"cannot honour misfire_grace=60\.0"):
+                manager.schedule_cron_job("j", "J", lambda: None, "0 * * * *", misfire_grace=60)
+            with pytest.raises(InvalidScheduleError, match="one-off job"):
+                manager.schedule_once("j", "J", lambda: None, delay=60)
+            manager.schedule_cron_job("k", "K", lambda: None, "0 * * * *", retries=3, timeout=60)
+            assert manager.policy_of("k") == JobPolicy(retries=3, timeout=60)
+        finally:
+            manager.close()
+
+
+def test_an_async_dispatch_answer_carries_the_retries_too(manager: LocalJobManager) -> None:
+    from support_web import bearer, web_client
+
+    manager.schedule_job("flaky", "Flaky", lambda: None, 3600, retries=4)
+    client = web_client(manager, "secret-for-tests")
+    headers = {**bearer("secret-for-tests"), "Prefer": "respond-async", "Idempotency-Key": "k1"}
+    answer = client.open("/api/cron/flaky", method="POST", headers=headers)
+    assert answer.status_code == 202 and answer.headers["X-BGJobs-Retries"] == "4"
+    assert manager.wait_idle(5)
+    again = client.open("/api/cron/flaky", method="POST", headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.headers["X-BGJobs-Retries"] == "4"

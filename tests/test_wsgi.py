@@ -44,6 +44,7 @@ STATUS_KEYS = {
     "last_failure",
     "last_error",
     "running_pid",
+    "timed_out",
 }
 METRIC_KEYS = {
     "total_executions",
@@ -52,6 +53,7 @@ METRIC_KEYS = {
     "average_job_duration",
     "last_cleanup",
     "skipped_executions",
+    "timed_out_executions",
 }
 
 

@@ -23,8 +23,10 @@
  *
  * Error policy: what a retry can fix (5xx, network errors, timeouts, a failed job) throws a plain
  * `Error`, so the project's retry settings apply; a failed job fails the run with the job's own
- * error message. What a retry cannot fix (unknown job, wrong secret, bad configuration) throws
- * `AbortTaskRunError`, which fails the run without retrying. A job that is already running (a
+ * error message — for good (`AbortTaskRunError`) once the job's own `retries=N` is spent: the app
+ * answers `X-BGJobs-Retries: N` for such a job, and attempt N + 1 is its last. What a retry
+ * cannot fix (unknown job, wrong secret, bad configuration) throws `AbortTaskRunError`, which
+ * fails the run without retrying. A job that is already running (a
  * run not started by this fire) is skipped: the run succeeds with `{ skipped: true, reason }`.
  *
  * The secret is sent only in the Authorization header, only to the configured origin: it is
@@ -291,7 +293,7 @@ export async function dispatchOverHttp(
     if (posted.kind !== "run") {
       return posted.result;
     }
-    const { run, location, replayed } = posted;
+    const { run, location, replayed, retries } = posted;
     if (replayed && RETRYABLE_OUTCOMES.has(run.outcome) && k < attempts) {
       logger.info(`bgjobs job "${jobId}": an earlier attempt's run ${run.run_id} ended ${run.outcome}; running it again`, {
         jobId,
@@ -300,13 +302,20 @@ export async function dispatchOverHttp(
       continue;
     }
     const final = run.outcome === "running" ? await pollRun(jobId, run, location, target, headers, settings, context) : run;
-    return finishRun(jobId, final);
+    return finishRun(jobId, final, context.attempt, retries);
   }
 }
 
 type Posted =
   | { readonly kind: "done"; readonly result: DispatchResult }
-  | { readonly kind: "run"; readonly run: AppRun; readonly location: string; readonly replayed: boolean };
+  | {
+      readonly kind: "run";
+      readonly run: AppRun;
+      readonly location: string;
+      readonly replayed: boolean;
+      /** The job's `retries=` (`X-BGJobs-Retries`), or `undefined` when it declares none. */
+      readonly retries: number | undefined;
+    };
 
 /** One dispatch POST, mapped to a run to follow, a final result, or a thrown error. */
 async function postDispatch(
@@ -331,7 +340,7 @@ async function postDispatch(
     throw new Error(`bgjobs job "${jobId}": POST ${where} failed: ${outcome.message}`);
   }
 
-  const { status, body, location, replayed } = outcome;
+  const { status, body, location, replayed, retries } = outcome;
   const json = parseJson(body);
   if (status === 202 || (status >= 200 && status < 300 && asRun(isJsonObject(json) ? json["run"] : undefined))) {
     const run = status === 202 ? asRun(json) : asRun(isJsonObject(json) ? json["run"] : undefined);
@@ -339,7 +348,7 @@ async function postDispatch(
       throw new Error(`bgjobs job "${jobId}": ${where} answered ${status} without a run record: ${quote(body)}`);
     }
     const runUrl = location ?? `${settings.url}/runs/${encodeURIComponent(run.run_id)}`;
-    return { kind: "run", run, location: runUrl, replayed };
+    return { kind: "run", run, location: runUrl, replayed, retries: parseRetries(retries) };
   }
   if (status >= 200 && status < 300) {
     // An app without run records (or an older bgjobs) answers once the job has run.
@@ -485,13 +494,28 @@ async function pollRun(
 }
 
 /** The run's end as the task's result: success, or the job's own error as the run's failure. */
-function finishRun(jobId: string, run: AppRun): DispatchResult {
+function finishRun(jobId: string, run: AppRun, attempt: number, retries: number | undefined): DispatchResult {
   if (run.outcome === "completed") {
     logger.info(`bgjobs job "${jobId}" ran`, { jobId, appRunId: run.run_id, duration: run["duration"] ?? null });
     return { jobId, via: "http", skipped: false, status: run };
   }
   const error = typeof run["error"] === "string" && run["error"] !== "" ? run["error"] : `the run ended ${run.outcome}`;
+  if (retries !== undefined && attempt > retries) {
+    // The job's own retries= is spent: no further attempt, whatever maxAttempts allows.
+    throw new AbortTaskRunError(
+      `bgjobs job "${jobId}" failed in the app on attempt ${attempt}, the last its ` +
+        `retries=${retries} allows: ${quote(error)}`,
+    );
+  }
   throw new Error(`bgjobs job "${jobId}" failed in the app: ${quote(error)}`);
+}
+
+/** `X-BGJobs-Retries` as a count, or `undefined` when absent or not a whole number. */
+export function parseRetries(value: string | null): number | undefined {
+  if (value === null || !/^[0-9]+$/.test(value.trim())) {
+    return undefined;
+  }
+  return Number.parseInt(value.trim(), 10);
 }
 
 /** Runs `python -m bgjobs exec APP JOB_ID`, streaming its output into the run's logs. */
@@ -556,6 +580,8 @@ type RequestOutcome =
       readonly location: string | null;
       /** The app answered a repeat of an Idempotency-Key from its record. */
       readonly replayed: boolean;
+      /** `X-BGJobs-Retries`: the job's `retries=`, when it was declared with one. */
+      readonly retries: string | null;
     }
   | { readonly kind: "timeout" }
   | { readonly kind: "cancelled" }
@@ -595,6 +621,7 @@ async function requestWithTimeout(
       body,
       location: response.headers.get("location"),
       replayed: response.headers.get("idempotent-replayed") === "true",
+      retries: response.headers.get("x-bgjobs-retries"),
     };
   } catch (error: unknown) {
     if (timedOut) {
