@@ -20,6 +20,16 @@ Two guarantees are made by construction, not by timing:
   run that owns it; later callers get that run's id back (keys are kept ``key_ttl``,
   at least 24 hours).
 
+**Run records are written behind** where throughput matters: a manager's store
+(``write_behind=True``) hands the records of scheduled runs and skip counts to one writer
+thread per process, which commits everything queued since its last pass in one transaction of
+a few multi-row statements (see :mod:`bgjobs._group_commit`). Claims, and the finish of a
+manual, HTTP or CLI run (someone is waiting for its answer), are committed before the call
+returns. Every read first waits for what this process queued, so a process reads its own
+writes; other processes see them milliseconds later. What is queued at interpreter exit is
+written then; a process killed with ``SIGKILL`` loses what was still queued (milliseconds'
+worth: its last run then shows ``abandoned``, or not at all).
+
 **A broken store never stops the jobs.** When ``state.db`` is unusable (read-only, full
 disk, corrupt, locked past the busy timeout, wrong owner, a newer schema) every call
 returns normally: writes are dropped and counted in ``dropped_writes``, reads return

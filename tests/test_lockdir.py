@@ -362,3 +362,29 @@ def test_running_out_of_descriptors_raises_the_soft_limit_and_logs_it(tmp_path: 
     assert soft >= 512
     raised = [line for line in lines if "raised its soft limit on open files" in line]
     assert len(raised) == 1 and "from 128 to 1024" in raised[0]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_past_the_first_jobs_a_run_lock_is_open_only_while_it_runs(tmp_path: Path) -> None:
+    """One descriptor per job (its schedule lock) plus a bounded number of run locks kept
+    open between runs: 10,000 jobs fit under a limit of 20,000."""
+    code = textwrap.dedent(
+        f"""
+        import os
+        from bgjobs._local import leadership
+        leadership.KEPT_OPEN_RUN_LOCKS = 10
+        from bgjobs.local import LocalJobManager
+        m = LocalJobManager(env={{}}, state_dir={str(tmp_path / "state")!r})
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(100):
+            m.schedule_job(f"job-{{i}}", "J", lambda: None, 3600)
+            assert m.trigger_job(f"job-{{i}}")
+        print(len(os.listdir("/proc/self/fd")) - before)
+        m.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert 100 + 10 <= int(done.stdout.split()[-1]) <= 100 + 10 + 5

@@ -227,6 +227,8 @@ class JobLeadership:
         self.schedule_lock: HostLock = directory.lock(lock_file_name("schedule", job_id))
         #: Held for the length of every run, by whichever process runs it.
         self.run_claim: HostLock = directory.lock(lock_file_name("job", job_id))
+        #: Whether run_claim's descriptor stays open between runs (see _keep_open).
+        self.keep_run_claim_open = _keep_open()
         self.job: Optional[Job] = None  # the Job whose schedule this leadership serves
         self.leading = False
         self.free_since: Optional[float] = None  # a deferring process's first free probe
@@ -266,6 +268,8 @@ class HostCoordinator(Coordinator):
         with leadership.lock:
             # Open both lock files now: a planted symbolic link fails schedule_job.
             leadership.run_claim.open()
+            if not leadership.keep_run_claim_open:
+                leadership.run_claim.release()  # closed: thousands of jobs, few descriptors
             leadership.schedule_lock.open()
             leadership.free_since = None
             leadership.problem = None
@@ -314,8 +318,7 @@ class HostCoordinator(Coordinator):
     def release_claim(self, job: Job) -> None:
         leadership = self.leaderships.get(job.id)
         if leadership is not None:
-            # The descriptor stays open: opening it anew for every run cost more than the run.
-            leadership.run_claim.release(close=False)
+            leadership.run_claim.release(close=not leadership.keep_run_claim_open)
 
     def release(self) -> None:
         self._elector_wake.set()
@@ -565,6 +568,33 @@ def _election_loop(
             logger.critical("bgjobs election round failed", exc_info=True)
         del owner
         wake.wait(waits.pop(0) if waits else ELECTION_INTERVAL)
+
+
+KEPT_OPEN_RUN_LOCKS = 256
+"""Run-lock descriptors a process keeps open between runs: opening ``job-<id>.lock`` anew
+for every run cost more than a no-op run, but a descriptor per job runs out (the schedule
+lock already holds one per job) for thousands of jobs. The first jobs keep theirs."""
+
+_kept_open = 0
+_kept_open_lock = threading.Lock()
+
+
+def _reset_kept_open_lock() -> None:
+    global _kept_open_lock
+    _kept_open_lock = threading.Lock()  # a thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_kept_open_lock)
+
+
+def _keep_open() -> bool:
+    global _kept_open
+    with _kept_open_lock:
+        if _kept_open >= KEPT_OPEN_RUN_LOCKS:
+            return False
+        _kept_open += 1
+        return True
 
 
 def _new_token() -> str:
