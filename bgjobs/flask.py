@@ -43,11 +43,12 @@ default; after ``init_app`` the keys with a default hold their effective value. 
 =======================  =====================================================================
 
 These are passed on to the configuration readers the same way (``app.config`` over the
-environment): ``BGJOBS_ENV``/``APP_ENV`` (app environment), ``BGJOBS_TIMEZONE``,
-``CRON_SECRET``, ``DISABLE_AUTO_SYNC``, ``VERCEL``, ``TRIGGER_DEV_ENABLED``,
-``TRIGGER_DEV_API_KEY``/``TRIGGER_SECRET_KEY``, ``TRIGGER_DEV_API_URL``/``TRIGGER_API_URL``,
-``TRIGGER_DEV_ENVIRONMENT``, ``TRIGGER_DEV_TASK_ID`` — in short every ``BGJOBS_*`` and
-``TRIGGER_*`` key plus the four names above.
+environment): ``BGJOBS_ENV``/``APP_ENV`` (app environment; on Vercel ``VERCEL_ENV``),
+``BGJOBS_TIMEZONE``, ``CRON_SECRET``, ``DISABLE_AUTO_SYNC``, ``VERCEL``,
+``TRIGGER_DEV_ENABLED``, ``TRIGGER_DEV_API_KEY``/``TRIGGER_SECRET_KEY``,
+``TRIGGER_DEV_API_URL``/``TRIGGER_API_URL``, ``TRIGGER_DEV_ENVIRONMENT``,
+``TRIGGER_DEV_TASK_ID`` — in short every ``BGJOBS_*`` and ``TRIGGER_*`` key plus the five
+names above.
 
 The debug reloader (``flask run --debug``) runs the app in two processes. Jobs are
 scheduled only in the reloader's child, which serves requests
@@ -103,7 +104,7 @@ EXTENSION_KEY = "bgjobs"
 """The key of this extension's state in ``app.extensions``."""
 
 _ENV_PREFIXES = ("BGJOBS_", "TRIGGER_")
-_ENV_NAMES = frozenset({"APP_ENV", "CRON_SECRET", "DISABLE_AUTO_SYNC", "VERCEL"})
+_ENV_NAMES = frozenset({"APP_ENV", "CRON_SECRET", "DISABLE_AUTO_SYNC", "VERCEL", "VERCEL_ENV"})
 
 
 def _is_setting(key: str) -> bool:

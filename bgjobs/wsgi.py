@@ -63,11 +63,12 @@ the ``secret`` argument, else ``BGJOBS_SECRET``, else ``CRON_SECRET`` (the varia
 sets) from ``env`` (default ``os.environ``); an empty or whitespace-only value, the
 argument's as the environment's, counts as unset, and surrounding whitespace is dropped.
 It guards every endpoint. With no secret configured, requests are accepted only while
-the app environment (``BGJOBS_ENV``/``APP_ENV``, :func:`bgjobs.config.get_app_environment`)
-is ``development``; elsewhere they get 401 saying a secret must be configured. Because a
-browser cannot send a Bearer header, the HTML page — and only the page — also accepts
-``?token=<secret>``; the token then sits in the browser history and in access logs, so
-use it on trusted networks. The secret is never put in a response or a log line.
+the app environment (``BGJOBS_ENV``/``APP_ENV``, on Vercel ``VERCEL_ENV``:
+:func:`bgjobs.config.get_app_environment`) is ``development``; elsewhere — a Vercel
+production or preview deployment included — they get 401 saying a secret must be
+configured. Because a browser cannot send a Bearer header, the HTML page — and only the
+page — also accepts ``?token=<secret>``; the token then sits in the browser history and in
+access logs, so use it on trusted networks. The secret is never put in a response or a log line.
 """
 
 from __future__ import annotations

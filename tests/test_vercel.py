@@ -386,3 +386,17 @@ def test_flask_on_a_vercel_preview_needs_the_secret(
     client = app.test_client()
     assert client.get("/api/cron/sync").status_code == 401
     assert client.get("/api/cron/status").status_code == 401
+
+
+def test_flask_reads_vercel_env_from_app_config(tmp_path: Any) -> None:
+    from flask import Flask
+
+    from bgjobs.flask import BGJobs
+
+    for vercel_env, expected in (("development", 200), ("preview", 401)):
+        jobs = JobRegistry()
+        jobs.add_interval("sync", "Sync", noop, 300)
+        app = Flask(f"app-{vercel_env}", instance_path=str(tmp_path / vercel_env))
+        app.config.update(VERCEL="1", VERCEL_ENV=vercel_env, BGJOBS_SECRET=None, CRON_SECRET=None)
+        BGJobs(app, registry=jobs)
+        assert app.test_client().get("/api/cron/status").status_code == expected, vercel_env
