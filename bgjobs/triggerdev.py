@@ -39,12 +39,13 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Literal, Mapping, Optional, Set, Tuple
 
 import requests
 
 from . import _time
 from ._trigger_keys import key_environment
+from ._trigger_zones import server_zone
 from .config import DEFAULT_TASK_ID, Settings
 from .errors import InvalidScheduleError, JobNotFoundError, TriggerDevError
 from .execution import BaseJobManager, Job
@@ -96,7 +97,17 @@ class _Registration:
     ``_sync_lock``.
     """
 
-    __slots__ = ("_cron_schedule", "attempt", "cron", "error", "job", "outcome", "state", "tz")
+    __slots__ = (
+        "_cron_schedule",
+        "attempt",
+        "cron",
+        "error",
+        "job",
+        "outcome",
+        "sent_tz",
+        "state",
+        "tz",
+    )
 
     def __init__(self, job: Job, cron: str, tz: str) -> None:
         self.job = job
@@ -108,6 +119,8 @@ class _Registration:
         #: Sequence number of the last attempt (0: none yet), to tell attempts that began
         #: before a sync() call from those it started.
         self.attempt = 0
+        #: The name the server accepted for ``tz`` (its list may know the zone by another).
+        self.sent_tz: Optional[str] = None
         self._cron_schedule: Optional[CronSchedule] = None
 
     def cron_schedule(self, job_id: str) -> CronSchedule:
@@ -178,6 +191,10 @@ class TriggerDevJobManager(BaseJobManager):
         self._in_flight: Optional[_QueueEntry] = None
         self._worker: Optional[threading.Thread] = None
         self._attempts = 0
+        # The server's time zone names, read once per sync() (None: read it when needed);
+        # only the registration thread reads it. And the renames already logged.
+        self._server_zones: Optional[FrozenSet[str]] = None
+        self._zones_logged: Set[Tuple[str, str]] = set()
 
     def _new_client(self, session: Optional[requests.Session] = None) -> TriggerDevClient:
         assert self.config.api_key is not None  # checked in __init__
@@ -358,14 +375,50 @@ class TriggerDevJobManager(BaseJobManager):
         job.set_next_run(next_run)
         logger.info("Trigger.dev schedule for job %r: %s", job.id, outcome)
 
+    def _server_tz(self, job_id: str, tz: str) -> str:
+        """The name the server accepts for ``tz``; raises if it has none for the zone."""
+        if tz == "UTC":
+            return tz  # every server accepts it (it adds it to its runtime's list)
+        zones = self._server_zones
+        if zones is None:
+            try:
+                zones = frozenset(self.client.timezones())
+            except TriggerDevError as exc:
+                # Unknown to this server (an old self-hosted one?) or unreachable: send the
+                # name as it is; the schedule request reports any problem.
+                logger.warning("could not read Trigger.dev's time zones (%s); sending %r", exc, tz)
+                return tz
+            self._server_zones = zones
+        sent = server_zone(tz, zones)
+        if sent is None:
+            raise TriggerDevError(
+                f"job {job_id!r}: the Trigger.dev server does not accept the time zone "
+                f"{tz!r} and lists no equivalent zone (it accepts its runtime's "
+                "Intl.supportedValuesOf('timeZone') plus UTC); use a zone it lists",
+                path="/api/v1/timezones",
+            )
+        if sent != tz and (tz, sent) not in self._zones_logged:
+            self._zones_logged.add((tz, sent))
+            logger.info(
+                "Trigger.dev knows time zone %r as %r; job %r is registered with %r",
+                tz,
+                sent,
+                job_id,
+                sent,
+            )
+        return sent
+
     def _upsert(
         self, job_id: str, registration: _Registration
     ) -> Tuple[SyncOutcome, ScheduleObject]:
         key = self.dedup_key(job_id)
+        tz = self._server_tz(job_id, registration.tz)
+        with self._sync_lock:
+            registration.sent_tz = tz
         existing = self.client.retrieve_schedule(key)
         if existing is None:
             try:
-                return "created", self._create(job_id, registration)
+                return "created", self._create(job_id, registration, tz)
             except TriggerDevError as exc:
                 # At the plan's limit a POST answers 422 even for an existing key. If
                 # another process created it since our GET, update it by key instead.
@@ -374,11 +427,11 @@ class TriggerDevJobManager(BaseJobManager):
                 existing = self.client.retrieve_schedule(key)
                 if existing is None:
                     raise
-        if self._matches(existing, job_id, registration):
+        if self._matches(existing, job_id, registration.cron, tz):
             return "unchanged", existing
         # PUT by key: works even at the plan's schedule limit, and keeps `active` as is.
         updated = self.client.update_schedule(
-            key, self.task_id, registration.cron, external_id=job_id, timezone=registration.tz
+            key, self.task_id, registration.cron, external_id=job_id, timezone=tz
         )
         old_id, new_id = existing.get("id"), updated.get("id")
         if isinstance(old_id, str) and isinstance(new_id, str) and old_id != new_id:
@@ -388,26 +441,26 @@ class TriggerDevJobManager(BaseJobManager):
                 "Trigger.dev schedule %r vanished while being updated; recreating it", key
             )
             self.client.delete_schedule(new_id)
-            return "created", self._create(job_id, registration)
+            return "created", self._create(job_id, registration, tz)
         return "updated", updated
 
-    def _create(self, job_id: str, registration: _Registration) -> ScheduleObject:
+    def _create(self, job_id: str, registration: _Registration, tz: str) -> ScheduleObject:
         return self.client.create_schedule(
             self.task_id,
             registration.cron,
             external_id=job_id,
             deduplication_key=self.dedup_key(job_id),
-            timezone=registration.tz,
+            timezone=tz,
         )
 
-    def _matches(self, existing: ScheduleObject, job_id: str, registration: _Registration) -> bool:
+    def _matches(self, existing: ScheduleObject, job_id: str, cron: str, tz: str) -> bool:
         generator = existing.get("generator")
         expression = generator.get("expression") if isinstance(generator, dict) else None
         return (
             existing.get("task") == self.task_id
-            and expression == registration.cron
+            and expression == cron
             and existing.get("externalId") == job_id
-            and (existing.get("timezone") or "UTC") == registration.tz
+            and (existing.get("timezone") or "UTC") == tz
         )
 
     def sync(self, timeout: Optional[float] = None) -> Dict[str, SyncOutcome]:
@@ -423,6 +476,7 @@ class TriggerDevJobManager(BaseJobManager):
         ``sync`` again to wait for it).
         """
         deadline = None if timeout is None else _time.monotonic() + max(0.0, timeout)
+        self._server_zones = None  # read the server's time zones again, once
         with self._sync_lock:
             mark = self._attempts
         while True:
@@ -569,7 +623,7 @@ class TriggerDevJobManager(BaseJobManager):
             raise JobNotFoundError(id)
         with self._sync_lock:
             registration = self._registration(job)
-        tz = registration.tz if registration is not None else "UTC"
+        tz = (registration.sent_tz or registration.tz) if registration is not None else "UTC"
         payload = remote_payload(id, self.dedup_key(id), tz, datetime.now(timezone.utc))
         key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
         return self.client.trigger_task(self.task_id, payload, idempotency_key=key)
@@ -589,7 +643,7 @@ class TriggerDevJobManager(BaseJobManager):
         jobs = self._all_jobs()
         with self._sync_lock:
             found = [(job.id, self._registration(job)) for job in jobs]
-        return {job_id: (r.cron, r.tz) for job_id, r in found if r is not None}
+        return {job_id: (r.cron, r.sent_tz or r.tz) for job_id, r in found if r is not None}
 
     def _registration(self, job: Job) -> Optional[_Registration]:
         """``job``'s registration (``None`` once replaced). ``_sync_lock`` held."""

@@ -353,6 +353,17 @@ class TriggerDevClient:
         path = f"/api/v1/schedules/{_segment(schedule_id)}"
         return self._request("DELETE", path, none_on_404=True) is not None
 
+    def timezones(self) -> List[str]:
+        """The time zone names the server accepts (``GET /api/v1/timezones``): its
+        runtime's ``Intl.supportedValuesOf("timeZone")`` plus ``UTC``."""
+        path = "/api/v1/timezones"
+        zones = self._object("GET", path).get("timezones")
+        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
+            raise TriggerDevError(
+                "timezones response has no 'timezones' list", status=200, path=path
+            )
+        return list(zones)
+
     # -- tasks and runs -------------------------------------------------------------
 
     def trigger_task(

@@ -33,8 +33,12 @@ Server behaviour:
   deduplication key (the live server ignores ``deduplicationKey`` in a PUT body), and no
   limit check. PUT replaces: a missing ``externalId`` clears it, a missing ``timezone``
   resets it to UTC.
-* Crons must have exactly 5 fields (croniter-valid), timezones must load with zoneinfo;
-  422 otherwise. ``nextRun`` is computed with croniter, and omitted while inactive.
+* Crons must have exactly 5 fields (croniter-valid); 422 otherwise. Time zones must be
+  in the server's list, as live: its runtime's ``Intl.supportedValuesOf("timeZone")`` plus
+  ``UTC`` — by default Node 20's (``trigger_timezones_node20.json``: ``Asia/Calcutta`` and
+  ``Europe/Kiev``, no ``Asia/Kolkata``, ``Europe/Kyiv``, ``Etc/UTC`` or ``US/Eastern``),
+  served by ``GET /api/v1/timezones`` (``?excludeUtc=true`` leaves ``UTC`` out); 422 with
+  the live message otherwise. ``nextRun`` is computed with croniter, and omitted while inactive.
 * ``GET /api/v1/schedules?page=&perPage=`` pages (default 10 a page, capped at
   ``max_per_page``) with ``{"data": [...], "pagination": {"currentPage", "totalPages",
   "count"}}``; ``totalPages`` is 0 when there are none.
@@ -60,6 +64,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -68,6 +73,11 @@ from croniter import croniter
 __all__ = ["FakeEnvironment", "FakeTriggerDev", "RecordedRequest"]
 
 DEFAULT_API_KEY = "tr_prod_fAk3K3y0123456789abcdef"
+NODE20_TIMEZONES: Tuple[str, ...] = tuple(
+    json.loads((Path(__file__).with_name("trigger_timezones_node20.json")).read_text())
+)
+"""``GET /api/v1/timezones`` of a server on Node 20 (ICU 78): ``UTC``, then the sorted
+``Intl.supportedValuesOf("timeZone")``."""
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _KEY_TYPES = (
     ("tr_dev_", "DEVELOPMENT"),
@@ -193,8 +203,11 @@ class FakeTriggerDev:
         max_per_page: int = 100,
         tasks: Optional[Iterable[str]] = None,
         environment_type: Optional[str] = None,
+        timezones: Iterable[str] = NODE20_TIMEZONES,
     ) -> None:
         self.api_key = api_key
+        #: What GET /api/v1/timezones answers and what schedules may use (``UTC`` first).
+        self.timezones: List[str] = list(timezones)
         self.schedule_limit = schedule_limit
         self.post_existing_at_limit_fails = post_existing_at_limit_fails
         self.default_per_page = default_per_page
@@ -473,7 +486,9 @@ class FakeTriggerDev:
     ) -> Tuple[int, Dict[str, Any]]:
         """Route one request; returns (status, JSON body) or raises _ApiError."""
         if segments == ["api", "v1", "timezones"] and method == "GET":
-            return 200, {"timezones": ["UTC", *sorted(zoneinfo.available_timezones())]}
+            exclude_utc = query.get("excludeUtc", ["false"])[0] == "true"
+            zones = [z for z in self.timezones if not (exclude_utc and z == "UTC")]
+            return 200, {"timezones": zones}
         env = self._authenticate(
             handler.headers.get("Authorization"), handler.headers.get("x-trigger-branch")
         )
@@ -572,17 +587,16 @@ class FakeTriggerDev:
         if self.tasks is not None and task not in self.tasks:
             raise _ApiError(422, {"error": f"Task with identifier {task} not found in project."})
 
-    @staticmethod
-    def _check_timezone(name: Optional[str]) -> None:
-        if name is None or name == "UTC":
-            return
-        try:
-            zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+    def _check_timezone(self, name: Optional[str]) -> None:
+        # As live (CheckScheduleService): membership of the runtime's list, nothing else.
+        if name and name not in self.timezones:
             raise _ApiError(
                 422,
-                {"error": f"Invalid IANA timezone: {name}. View the list of valid timezones"},
-            ) from None
+                {
+                    "error": f"Invalid IANA timezone: '{name}'. View the list of valid "
+                    "timezones at https://cloud.trigger.dev/timezones"
+                },
+            )
 
     def _new_schedule(
         self,
