@@ -570,13 +570,24 @@ def _election_loop(
         wake.wait(waits.pop(0) if waits else ELECTION_INTERVAL)
 
 
-KEPT_OPEN_RUN_LOCKS = 256
+KEPT_OPEN_RUN_LOCKS: Optional[int] = None
 """Run-lock descriptors a process keeps open between runs: opening ``job-<id>.lock`` anew
 for every run cost more than a no-op run, but a descriptor per job runs out (the schedule
-lock already holds one per job) for thousands of jobs. The first jobs keep theirs."""
+lock already holds one per job) for thousands of jobs. The first jobs keep theirs: a
+quarter of the soft limit on open files (at least 256), unless set."""
 
 _kept_open = 0
 _kept_open_lock = threading.Lock()
+
+
+def _quarter_of_descriptors() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+        return 256
+    return 1 << 20 if soft == resource.RLIM_INFINITY else max(256, soft // 4)
 
 
 def _reset_kept_open_lock() -> None:
@@ -591,7 +602,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows
 def _keep_open() -> bool:
     global _kept_open
     with _kept_open_lock:
-        if _kept_open >= KEPT_OPEN_RUN_LOCKS:
+        if _kept_open >= (KEPT_OPEN_RUN_LOCKS or _quarter_of_descriptors()):
             return False
         _kept_open += 1
         return True
