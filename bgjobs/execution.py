@@ -104,6 +104,22 @@ class DispatchResult:
     earlier under the key."""
 
 
+class _PendingRetry:
+    """A failed scheduled run's next attempt, waiting for its backoff with the job's locks."""
+
+    __slots__ = ("attempt", "job", "policy", "scheduled_for", "taken", "timer")
+
+    def __init__(
+        self, job: Job, policy: JobPolicy, attempt: int, scheduled_for: Optional[datetime]
+    ) -> None:
+        self.job = job
+        self.policy = policy
+        self.attempt = attempt
+        self.scheduled_for = scheduled_for
+        self.taken = False  # run or dropped: whoever takes it first acts
+        self.timer: Optional[Callable[[], None]] = None  # cancels the armed timer
+
+
 @functools.cache
 def _host_name() -> str:
     """This machine's name, for run records (looked up once)."""
@@ -454,8 +470,10 @@ class BaseJobManager(BackgroundJobManager):
         self._listeners = ListenerSet()
         # Created with the first run that has a timeout: most managers never need it.
         self._deadlines: Optional[DeadlineWatcher] = None
-        # Notified when a job is stopped or the manager closes: wakes runs waiting to retry.
-        self._retry_wake = threading.Condition(threading.Lock())
+        # Guards _retries (job -> its retry waiting for its backoff, holding the job's
+        # locks) and every _PendingRetry's taken flag.
+        self._retries_lock = threading.Lock()
+        self._retries: Dict[Job, _PendingRetry] = {}
         _track(self)
 
     def _reinit_after_fork(self) -> None:
@@ -471,7 +489,8 @@ class BaseJobManager(BackgroundJobManager):
             k: h for k, h in self._handles.items() if h.job_id in self._running.values()
         }
         self._waiting = {}
-        self._retry_wake = threading.Condition(threading.Lock())
+        self._retries_lock = threading.Lock()
+        self._retries = {}  # their timers did not survive the fork (nor the locks they held)
         self._listeners.reinit_after_fork()
         if self._deadlines is not None:
             self._deadlines.reinit_after_fork()
@@ -655,6 +674,7 @@ class BaseJobManager(BackgroundJobManager):
                 job.continue_from(old)
                 was_live = old.stop()
                 self._cancel(old)
+                self._drop_retry(old)
             self._jobs[job.id] = job
             try:
                 self._start(job)
@@ -691,13 +711,13 @@ class BaseJobManager(BackgroundJobManager):
             return
         job.stop()
         self._cancel(job)
-        self._wake_retries()
+        self._drop_retry(job)
 
     def stop_all_jobs(self, *, wait: bool = False, timeout: Optional[float] = None) -> bool:
         for job in self._all_jobs():
             job.stop()
             self._cancel(job)
-        self._wake_retries()
+            self._drop_retry(job)
         if not wait:
             return not self._others_running()
         if self.wait_idle(timeout):
@@ -723,7 +743,19 @@ class BaseJobManager(BackgroundJobManager):
         is shut down like this at interpreter exit.
         """
         self._stop_for_good()
-        return self._await_runs(self.settings.shutdown_timeout if timeout is None else timeout)
+        done = self._await_runs(self.settings.shutdown_timeout if timeout is None else timeout)
+        self._deliver_last_events()
+        return done
+
+    def _deliver_last_events(self) -> None:
+        """Give listeners up to :data:`LISTENER_FLUSH_SECONDS` to receive the events of the
+        runs that just ended (a failure alert sent on the way out is the useful kind)."""
+        if self._listeners.entries and not self._listeners.flush(LISTENER_FLUSH_SECONDS):
+            logger.warning(
+                "bgjobs: listeners did not take every event within %gs of closing; the rest "
+                "are dropped",
+                LISTENER_FLUSH_SECONDS,
+            )
 
     def _stop_for_good(self) -> None:
         """Refuse new schedules, stop every job, release resources (the last once)."""
@@ -874,10 +906,11 @@ class BaseJobManager(BackgroundJobManager):
                 return "busy", None
             try:
                 if not background:
+                    result = self._execute(job, run_id, trigger, scheduled, scheduled_for)
                     policy = job.policy
                     if scheduled and policy is not None and policy.retries:
-                        return self._execute_retrying(job, run_id, policy, scheduled_for)
-                    return self._execute(job, run_id, trigger, scheduled, scheduled_for)
+                        handed_over = self._retry_later(job, policy, result[1], scheduled_for)
+                    return result
                 started = self._start_in_background(job, run_id, trigger)
                 handed_over = True  # the run's thread releases the claims
                 return ("accepted", started) if started is not None else ("refused", None)
@@ -940,62 +973,110 @@ class BaseJobManager(BackgroundJobManager):
         else:
             logger.info("job %r: skipped %d run(s): %s", job.id, count, reason)
 
-    def _execute_retrying(
-        self, job: Job, run_id: str, policy: JobPolicy, scheduled_for: Optional[datetime]
-    ) -> Tuple[_RunOutcome, Optional[JobRun]]:
-        """A scheduled run with ``retries``: each failed attempt is tried again after its
-        backoff, with the job's locks held throughout, so a fire due meanwhile finds the
-        job busy (skipped and counted) and a retry never overlaps it."""
-        attempt = 1
-        while True:
-            outcome, run = self._execute(
-                job, run_id, "schedule", True, scheduled_for, attempt=attempt
-            )
-            if outcome != "ran" or run is None or run.outcome == "completed":
-                return outcome, run
-            if attempt > policy.retries:
-                logger.error(
-                    "job %r (%s): attempt %d failed, the last of %d; giving up until its next fire",
-                    job.id,
-                    job.name,
-                    attempt,
-                    policy.retries + 1,
-                    extra=_log_extra(job.id, run.run_id, "schedule"),
-                )
-                return outcome, run
-            delay = policy.retry_delay(attempt)
-            logger.warning(
-                "job %r (%s): attempt %d of %d failed; retrying in %.3gs",
+    # -- retries ------------------------------------------------------------------------------
+
+    def _retry_later(
+        self, job: Job, policy: JobPolicy, run: Optional[JobRun], scheduled_for: Optional[datetime]
+    ) -> bool:
+        """After an attempt of a scheduled run: if it failed and retries remain, arm the next
+        attempt after its backoff and hand it the job's claimed locks (``True``), so a fire
+        due meanwhile finds the job busy — skipped and counted — and a retry never overlaps
+        it. The wait holds no thread. ``False``: the caller releases the locks."""
+        if run is None or run.outcome in ("completed", "running"):
+            return False
+        extra = _log_extra(job.id, run.run_id, run.trigger)
+        if run.attempt > policy.retries:
+            logger.error(
+                "job %r (%s): attempt %d failed, the last of %d; no more retries until its "
+                "next fire",
                 job.id,
                 job.name,
-                attempt,
+                run.attempt,
                 policy.retries + 1,
-                delay,
-                extra=_log_extra(job.id, run.run_id, "schedule"),
+                extra=extra,
             )
-            if not self._wait_to_retry(job, delay):
-                logger.info("job %r was stopped: its retry does not run", job.id)
-                return outcome, run
-            attempt += 1
-            run_id = os.urandom(16).hex()
+            return False
+        if job.stopped or self._closed:
+            return False
+        delay = policy.retry_delay(run.attempt)
+        pending = _PendingRetry(job, policy, run.attempt + 1, scheduled_for)
+        with self._retries_lock:
+            # Registered before it is armed: a stop in between finds it and releases the locks.
+            self._retries[job] = pending
+        timer = self._call_later(job, delay, lambda: self._run_retry(pending))
+        if timer is None:  # a runtime without timers: no retry
+            return not self._take_retry(pending)
+        pending.timer = timer
+        logger.warning(
+            "job %r (%s): attempt %d of %d failed; retrying in %.3gs",
+            job.id,
+            job.name,
+            run.attempt,
+            policy.retries + 1,
+            delay,
+            extra=extra,
+        )
+        return True
 
-    def _wait_to_retry(self, job: Job, delay: float) -> bool:
-        """Wait ``delay`` seconds on the manager's clock; ``False`` if the job was stopped
-        (or the manager closed) first."""
-        clock = self._clock
-        end = clock.monotonic() + delay
-        with self._retry_wake:
-            while True:
-                if job.stopped or self._closed:
-                    return False
-                remaining = end - clock.monotonic()
-                if remaining <= 0:
-                    return True
-                clock.wait(self._retry_wake, remaining)
+    def _call_later(
+        self, job: Job, delay: float, callback: Callable[[], None]
+    ) -> Optional[Callable[[], None]]:
+        """Call ``callback`` on a worker after ``delay`` seconds of the manager's clock;
+        returns what cancels it, or ``None`` for a runtime that has no timers."""
+        return None
 
-    def _wake_retries(self) -> None:
-        with self._retry_wake:
-            self._retry_wake.notify_all()
+    def _take_retry(self, pending: _PendingRetry) -> bool:
+        """Claim ``pending`` for running or dropping it; ``False`` if already claimed."""
+        with self._retries_lock:
+            if pending.taken:
+                return False
+            pending.taken = True
+            if self._retries.get(pending.job) is pending:
+                del self._retries[pending.job]
+            return True
+
+    def _run_retry(self, pending: _PendingRetry) -> None:
+        """A retry's backoff is over (on a worker): run the attempt with the locks the
+        failed one handed over, then arm the next one or release them."""
+        if not self._take_retry(pending):
+            return
+        job = pending.job
+        handed_over = False
+        try:
+            if job.stopped or self._closed or self._is_paused(job.id):
+                logger.info("job %r is stopped or paused: its retry does not run", job.id)
+                return
+            _, run = self._execute(
+                job,
+                os.urandom(16).hex(),
+                "schedule",
+                True,
+                pending.scheduled_for,
+                attempt=pending.attempt,
+            )
+            handed_over = self._retry_later(job, pending.policy, run, pending.scheduled_for)
+        finally:
+            if not handed_over:
+                try:
+                    self._release_claim(job)
+                finally:
+                    job.run_lock.release()
+
+    def _drop_retry(self, job: Job) -> None:
+        """``job`` was stopped or replaced: cancel its pending retry and free its locks."""
+        if not self._retries:
+            return
+        with self._retries_lock:
+            pending = self._retries.get(job)
+        if pending is None or not self._take_retry(pending):
+            return
+        if pending.timer is not None:
+            pending.timer()
+        logger.info("job %r was stopped: its pending retry is cancelled", job.id)
+        try:
+            self._release_claim(job)
+        finally:
+            job.run_lock.release()
 
     def _execute(
         self,
@@ -1420,6 +1501,8 @@ class BaseJobManager(BackgroundJobManager):
         return f"<{type(self).__name__} jobs={count}>"
 
 
+LISTENER_FLUSH_SECONDS = 1.0
+"""How long closing a manager waits for its listeners to receive the last events."""
 _REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
 _PAUSE_REFRESH = 1.0  # seconds a process may take to see another's pause or resume
 
@@ -1513,6 +1596,7 @@ def _exit_hook() -> None:
             )
         try:
             manager._await_runs(remaining)
+            manager._deliver_last_events()
         except Exception:
             logger.exception("bgjobs: waiting for %r at exit failed", manager)
 

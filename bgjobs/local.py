@@ -67,7 +67,7 @@ import logging
 import math
 import os
 import threading
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from ._local.hostlock import LockDirectory
 from ._local.leadership import (
@@ -217,6 +217,26 @@ class LocalJobManager(BaseJobManager):
                 job.name,
                 _describe_exit(exc),
             )
+        finally:
+            thread.name = pool_name
+
+    def _call_later(
+        self, job: Job, delay: float, callback: Callable[[], None]
+    ) -> Optional[Callable[[], None]]:
+        """A retry's backoff: a timer on the job's queue (no thread waits for it)."""
+        try:
+            handle = self._timers.call_at(
+                self._clock.monotonic() + delay, False, self._retry_tick, job, callback
+            )
+        except RuntimeError:  # the queue is shut down: the manager is closing
+            return None
+        return handle.cancel
+
+    def _retry_tick(self, job: Job, callback: Callable[[], None]) -> None:
+        thread = threading.current_thread()
+        pool_name, thread.name = thread.name, f"bgjobs-{job.id}"
+        try:
+            callback()
         finally:
             thread.name = pool_name
 

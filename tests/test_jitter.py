@@ -71,3 +71,20 @@ def test_a_jitter_as_long_as_the_interval_is_refused(manager: LocalJobManager) -
 def test_vercel_refuses_jitter() -> None:
     with pytest.raises(InvalidScheduleError, match=r"job 'j': Vercel .*jitter"):
         VercelJobManager(env={}).schedule_cron_job("j", "J", lambda: None, "0 * * * *", jitter=30)
+
+
+def test_jitter_is_deterministic_on_the_testing_clock() -> None:
+    from bgjobs.testing import ManualClock as TestingClock
+    from bgjobs.testing import ManualJobManager
+
+    def fire_times() -> List[float]:
+        test_clock = TestingClock()
+        ran: List[float] = []
+        with ManualJobManager(test_clock) as manager:
+            manager.schedule_job("j", "J", lambda: ran.append(test_clock.time()), 60, jitter=30)
+            test_clock.advance(630)  # fires due at 60..600 s, each up to 30 s late
+        return ran
+
+    first = fire_times()
+    assert len(first) == 10 and first == fire_times()
+    assert len({round(t % 60, 3) for t in first}) > 1  # spread, not a constant offset

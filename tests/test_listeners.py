@@ -175,3 +175,19 @@ def test_run_log_records_carry_job_run_and_trigger(
     assert any("started" in r.getMessage() for r in records)
     for record in records:
         assert (record.run_id, record.trigger) == (run.run_id, "manual")  # type: ignore[attr-defined]
+
+
+def test_closing_delivers_the_last_events_first() -> None:
+    got: List[str] = []
+    gate = threading.Event()
+
+    def slow(run: JobRun) -> None:
+        gate.wait(0.2)
+        got.append(run.job_id)
+
+    manager = LocalJobManager(env={})
+    manager.add_listener(slow, events=("failed",))
+    manager.schedule_job("bad", "Bad", boom, 3600)
+    manager.trigger_job("bad")
+    manager.close()
+    assert got == ["bad"]

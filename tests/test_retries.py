@@ -59,9 +59,9 @@ class Flaky:
             return len(self.attempts)
 
 
-def retry_waiting(clock: ManualClock, sleepers: int) -> bool:
-    """A retry waits on the clock, beside the ``sleepers`` that always do (timer thread)."""
-    return wait_until(lambda: clock.sleepers() >= sleepers + 1)
+def retry_armed(manager: LocalJobManager) -> bool:
+    """A failed attempt has armed its retry (a timer: no thread waits for it)."""
+    return wait_until(lambda: len(manager._retries) == 1)
 
 
 def test_a_failed_scheduled_run_is_retried_with_doubling_backoff(
@@ -71,12 +71,12 @@ def test_a_failed_scheduled_run_is_retried_with_doubling_backoff(
     two_workers.schedule_job("flaky", "Flaky", job, 60, retries=3, retry_backoff=2)
     next_run = two_workers.get_job_status("flaky").next_run  # type: ignore[union-attr]
     clock.advance(60)
-    assert wait_until(lambda: job.calls() == 1) and retry_waiting(clock, 1)
+    assert wait_until(lambda: job.calls() == 1) and retry_armed(two_workers)
     clock.advance(0.9)  # the first retry waits 1..2 s: never less than half the backoff
     time.sleep(0.05)
     assert job.calls() == 1
     clock.advance(1.1)
-    assert wait_until(lambda: job.calls() == 2) and retry_waiting(clock, 1)
+    assert wait_until(lambda: job.calls() == 2) and retry_armed(two_workers)
     clock.advance(4)  # the second waits 2..4 s
     assert wait_until(lambda: job.calls() == 3)
     assert wait_until(lambda: len(two_workers.get_job_runs("flaky")) == 3)
@@ -104,7 +104,7 @@ def test_retries_stop_after_the_last_attempt(
     job = Flaky(failures=99)
     two_workers.schedule_job("bad", "Bad", job, 600, retries=1, retry_backoff=1)
     clock.advance(600)
-    assert wait_until(lambda: job.calls() == 1) and retry_waiting(clock, 1)
+    assert wait_until(lambda: job.calls() == 1) and retry_armed(two_workers)
     clock.advance(1)
     assert wait_until(lambda: len(two_workers.get_job_runs("bad")) == 2)
     assert wait_until(lambda: two_workers.get_job_runs("bad")[0].outcome == "failed")
@@ -123,7 +123,7 @@ def test_a_retry_never_overlaps_the_next_fire(
     job = Flaky(failures=1)
     two_workers.schedule_job("j", "J", job, 10, retries=1, retry_backoff=16)
     clock.advance(10)
-    assert wait_until(lambda: job.calls() == 1) and retry_waiting(clock, 1)
+    assert wait_until(lambda: job.calls() == 1) and retry_armed(two_workers)
     clock.advance(10)  # the fire due at 20 comes while the retry waits: skipped, counted
     assert wait_until(lambda: two_workers.get_job_metrics().skipped_executions == 1)
     assert job.calls() == 1
@@ -148,13 +148,44 @@ def test_stopping_a_job_cancels_its_pending_retry(
     job = Flaky(failures=99)
     two_workers.schedule_job("j", "J", job, 60, retries=5, retry_backoff=30)
     clock.advance(60)
-    assert wait_until(lambda: job.calls() == 1) and retry_waiting(clock, 1)
+    assert wait_until(lambda: job.calls() == 1) and retry_armed(two_workers)
+    job_lock = two_workers._job("j").run_lock  # type: ignore[union-attr]
+    assert job_lock.locked()  # held through the backoff
     two_workers.stop_job("j")
-    assert two_workers.wait_idle(5)
-    assert wait_until(lambda: clock.sleepers() == 1)  # the retry gave up (the timer waits)
+    assert not job_lock.locked() and not two_workers._retries  # released at once
+    assert two_workers.trigger_job("j") is True  # not busy any more
     clock.advance(60)
     time.sleep(0.05)
+    assert job.calls() == 2  # the trigger above; no retry
+
+
+def test_a_job_waiting_for_its_retry_is_busy_and_holds_no_thread(
+    clock: ManualClock, two_workers: LocalJobManager
+) -> None:
+    job = Flaky(failures=1)
+    two_workers.schedule_job("j", "J", job, 60, retries=1, retry_backoff=30)
+    clock.advance(60)
+    assert wait_until(lambda: job.calls() == 1) and retry_armed(two_workers)
+    assert two_workers.wait_idle(5)  # nothing runs while it waits
+    assert two_workers.trigger_job("j") is False  # yet the job is busy: no overlap
     assert job.calls() == 1
+
+
+def test_retries_run_in_step_with_the_testing_clock() -> None:
+    from bgjobs.testing import ManualClock as TestingClock
+    from bgjobs.testing import ManualJobManager
+
+    test_clock = TestingClock()
+    job = Flaky(failures=2)
+    with ManualJobManager(test_clock) as manager:
+        manager.schedule_job("j", "J", job, 3600, retries=2, retry_backoff=10)
+        test_clock.advance(3600)
+        assert job.attempts == [1]
+        test_clock.advance(10)  # the first retry waits 5..10 s
+        assert job.attempts == [1, 2]
+        test_clock.advance(20)
+        assert job.attempts == [1, 2, 3]
+        assert [r.outcome for r in manager.get_job_runs("j")] == ["completed", "failed", "failed"]
 
 
 def test_retry_delays_double_up_to_a_cap_with_jitter_below_them() -> None:

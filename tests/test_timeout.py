@@ -230,3 +230,43 @@ def test_jobs_without_policies_start_no_deadline_thread(manager: LocalJobManager
     manager.schedule_job("plain", "Plain", lambda: None, 3600)
     manager.trigger_job("plain")
     assert manager._deadlines is None  # so no bgjobs-timeouts thread either
+
+
+def test_a_run_that_outlasts_its_timeout_on_the_testing_clock_is_flagged() -> None:
+    from bgjobs.testing import ManualClock as TestingClock
+    from bgjobs.testing import ManualJobManager
+
+    test_clock = TestingClock()
+    seen: List[bool] = []
+
+    def long_job() -> None:
+        test_clock.advance(10)  # the run lasts 10 s of the test's clock
+        run = bgjobs.current_run()
+        assert run is not None
+        seen.append(run.cancelled.wait(5))
+
+    with ManualJobManager(test_clock) as manager:
+        manager.schedule_job("long", "Long", long_job, 3600, timeout=5)
+        test_clock.advance(3600)
+        [run] = manager.get_job_runs("long")
+        assert run.outcome == "timed_out" and run.duration == 10.0
+        assert seen == [True]
+
+
+def test_prometheus_metrics_show_timeouts(clock: ManualClock) -> None:
+    from support_web import bearer, web_client
+
+    job = Slow()
+    with LocalJobManager(clock=clock, env={}) as manager:
+        manager.schedule_job("slow", "Slow", job, 3600, timeout=1)
+        thread = trigger_in_thread(manager, "slow")
+        assert job.started.wait(5)
+        clock.advance(1)
+        thread.join(5)
+        text = (
+            web_client(manager, "secret-for-tests")
+            .get("/api/cron/metrics", headers=bearer("secret-for-tests"))
+            .get_data(as_text=True)
+        )
+    assert 'bgjobs_job_timed_out{job="slow"} 1' in text
+    assert "bgjobs_timed_out_executions_total 1" in text

@@ -118,6 +118,13 @@ def render_metrics(
         lambda s: int(s.status == "running" or s.running_pid is not None),
     )
     out.per_job(
+        "bgjobs_job_timed_out",
+        "gauge",
+        "1 while the job's run is past its timeout, or its last run ended timed out.",
+        statuses,
+        lambda s: int(s.timed_out),
+    )
+    out.per_job(
         "bgjobs_job_paused",
         "gauge",
         "1 while the job is paused, else 0.",
@@ -171,6 +178,12 @@ def render_metrics(
             "counter",
             "Runs of every job skipped because that job was still running.",
             metrics.skipped_executions,
+        ),
+        (
+            "bgjobs_timed_out_executions_total",
+            "counter",
+            "Runs (in this process) that ran past their job's timeout; also counted as failed.",
+            metrics.timed_out_executions,
         ),
         (
             "bgjobs_average_duration_seconds",
