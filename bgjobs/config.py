@@ -321,7 +321,8 @@ class Settings:
 
     Build it with :meth:`from_env`; change a copy with :meth:`replace`. Values that only
     matter to one runtime are validated when that runtime is built (:meth:`from_env` never
-    fails for a key the chosen mode does not use), except the numeric local settings,
+    fails for a key the chosen mode does not use), except the numeric settings and an app
+    environment of ``development`` on a Vercel deployment (:func:`get_app_environment`),
     which fail here with an error naming the key. The secrets are kept out of ``repr``.
     """
 

@@ -93,6 +93,23 @@ def test_the_readme_vercel_json_sample_is_the_real_output() -> None:
     assert shown == _generated_vercel_json()
 
 
+def test_the_readme_vercel_guide_states_what_vercel_does_not_do() -> None:
+    guide = README.read_text().split("## Vercel guide", 1)[1].split("\n## ", 1)[0]
+    guide = " ".join(guide.split())
+    for fact in (
+        "examples/vercel_app/",
+        "at most once a day, anywhere within the hour it names",
+        "±59 min",
+        "Vercel calls a cron once per fire",
+        "within the function's maximum duration",
+        "Each function instance has its own memory",
+        "`BGJOBS_DATABASE_URL`",
+        "`VERCEL_ENV`",
+        "`--plan hobby`",
+    ):
+        assert fact in guide, fact
+
+
 _CALL_EVERY_CRON = """
 import json, sys
 from app import app   # as Vercel imports it: the entrypoint's directory first on sys.path
