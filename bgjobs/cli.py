@@ -56,11 +56,13 @@ from ._cli.console import (
     summary,
     table,
 )
+from .check import FIRES_SHOWN, check_registry
 from .config import DEFAULT_PREFIX, Settings
 from .errors import AppLoadError, BGJobsError, InvalidScheduleError, UsageError
 from .local import LocalJobManager
 from .registry import JobDefinition
 from .schedules import CronSchedule
+from .types import SchedulingMode
 from .vercel import VERCEL_PLANS, vercel_crons
 
 __all__ = [
@@ -284,6 +286,64 @@ def _cmd_list(target: LoadedApp, args: argparse.Namespace) -> int:
             "(an interval counts from when the scheduler starts: these times assume it starts now)"
         )
     return EXIT_OK
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+def _check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=("local", "trigger-dev", "vercel"),
+        help="check for this runtime (default: the one APP's settings select)",
+    )
+
+
+def _cmd_check(target: LoadedApp, args: argparse.Namespace) -> int:
+    settings = _settings(target)
+    try:
+        mode: SchedulingMode = args.mode or settings.mode
+    except ValueError as exc:  # a bad BGJOBS_MODE
+        raise UsageError(str(exc)) from None
+    checks = check_registry(target.registry, mode=mode, settings=settings)
+    if not checks:
+        print(f"{target.spec}: no jobs declared")
+        return EXIT_OK
+    good = [c for c in checks if c.problem is None]
+    if good:
+        rows = [
+            (
+                c.id,
+                c.schedule if c.runs_as is None else f"{c.schedule}, runs as {c.runs_as!r}",
+                "  ".join(_zoned_iso(t) for t in c.next_fires),
+            )
+            for c in good
+        ]
+        id_width = max(len("JOB"), *(len(r[0]) for r in rows))
+        schedule_width = max(len("SCHEDULE"), *(len(r[1]) for r in rows))
+        print(
+            f"{'JOB'.ljust(id_width)}  {'SCHEDULE'.ljust(schedule_width)}  "
+            f"NEXT {FIRES_SHOWN} FIRE TIMES (THE JOB'S TIMEZONE)"
+        )
+        for job_id, description, times in rows:
+            print(f"{job_id.ljust(id_width)}  {description.ljust(schedule_width)}  {times}")
+        if any(c.runs_as is None and c.schedule.startswith("every ") for c in good):
+            print("(an interval counts from when the scheduler starts: these times assume now)")
+    problems = [c.problem for c in checks if c.problem is not None]
+    for problem in problems:
+        print(f"bgjobs: problem: {problem}", file=sys.stderr)
+    jobs = f"{len(checks)} job{'s' if len(checks) != 1 else ''}"
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        print(f"{jobs} checked for the {mode} runtime: {count}", flush=True)
+        return EXIT_FAILED
+    print(f"{jobs} checked for the {mode} runtime: no problems", flush=True)
+    return EXIT_OK
+
+
+def _zoned_iso(when: datetime) -> str:
+    """``2026-03-29T09:00:00+02:00`` in its own offset; ``Z`` for UTC."""
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- exec -------------------------------------------------------------------------------
@@ -635,6 +695,17 @@ COMMANDS: Tuple[Command, ...] = (
         "resume a paused job on this host",
         _job_argument,
         _cmd_resume,
+    ),
+    Command(
+        "check",
+        "validate every schedule and show each job's next five fire times",
+        _check_arguments,
+        _cmd_check,
+        "Load APP's registry and check every job for the runtime APP's settings select "
+        "(or --mode): its schedule is valid and, for trigger-dev and vercel, converts to "
+        "the cron that runtime runs. Print each job's next five fire times in its "
+        "timezone. Exit 0 without problems, 1 with one 'bgjobs: problem:' line on stderr "
+        "per problem, 2 for a usage error.",
     ),
 )
 """Every subcommand, in the order ``--help`` lists them."""

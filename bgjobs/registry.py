@@ -25,7 +25,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, TypeVar
 
 from .errors import InvalidScheduleError
 from .policies import JobPolicy, make_policy
@@ -36,7 +36,7 @@ from .schedules import (
     parse_interval,
     resolve_timezone,
 )
-from .types import BackgroundJobManager, Interval, JobFunc, TimezoneArg
+from .types import BackgroundJobManager, Interval, JobFunc, SchedulingMode, TimezoneArg
 
 __all__ = ["RESERVED_JOB_IDS", "JobDefinition", "JobRegistry", "validate_job"]
 
@@ -301,6 +301,24 @@ class JobRegistry:
 
     def __repr__(self) -> str:
         return f"<JobRegistry {[d.id for d in self.definitions()]}>"
+
+    # -- checking -----------------------------------------------------------------------
+
+    def check(
+        self, *, mode: Optional[SchedulingMode] = None, env: Optional[Mapping[str, Any]] = None
+    ) -> List[str]:
+        """Every problem that would stop a job from running on the runtime ``mode``
+        (default: the one ``env``, default ``os.environ``, selects), one line each, naming
+        the job; empty when there is none. For a test suite::
+
+            def test_every_job_can_run_on_vercel():
+                assert jobs.check(mode="vercel") == []
+
+        :func:`bgjobs.check.check_registry` gives the details (``bgjobs check APP`` prints them).
+        """
+        from .check import check_registry
+
+        return [c.problem for c in check_registry(self, mode=mode, env=env) if c.problem]
 
     # -- applying -----------------------------------------------------------------------
 

@@ -619,6 +619,7 @@ def test_main_returns_exit_codes_in_process(capsys: pytest.CaptureFixture[str]) 
 
 def test_commands_table_drives_the_parser() -> None:
     names = ["run", "list", "exec", "sync", "vercel-json", "status", "runs", "pause", "resume"]
+    names.append("check")
     assert [c.name for c in COMMANDS] == names
     parser = build_parser()
     args = parser.parse_args(["exec", "app.py", "job-id"])
