@@ -82,6 +82,7 @@ def _check(
     try:
         schedule = definition.to_schedule(settings.timezone)
         described = schedule.description
+        _runtime_checks(definition, schedule, mode)
         runs_as, fires_by = _runtime_schedule(definition.id, schedule, mode)
         fires = _next_fires(fires_by, now, count)
     except InvalidScheduleError as exc:
@@ -90,6 +91,23 @@ def _check(
         problem = f"job {definition.id!r}: {described} cannot be evaluated ({exc})"
         return JobCheck(definition.id, described, problem=_one_line(problem))
     return JobCheck(definition.id, described, runs_as=runs_as, next_fires=fires)
+
+
+def _runtime_checks(definition: JobDefinition, schedule: Schedule, mode: SchedulingMode) -> None:
+    """The runtime's own refusals of a schedule or a policy (what scheduling would raise)."""
+    runtime: Any
+    if mode == "vercel":
+        from .vercel import VercelJobManager as runtime
+    elif mode == "trigger-dev":
+        from .triggerdev import TriggerDevJobManager as runtime
+    else:
+        from .local import LocalJobManager as runtime
+    # The checks read no manager state, so no manager is built: a Trigger.dev one would
+    # need credentials, and building any would open the state directory for nothing.
+    checker = object.__new__(runtime)
+    checker._check_schedule(definition.id, schedule)
+    if definition.policy is not None:
+        checker._check_policy(definition.id, definition.policy, schedule)
 
 
 def _runtime_schedule(

@@ -138,19 +138,22 @@ class ListenerSet:
             if isinstance(item, threading.Event):
                 item.set()
                 continue
-            run, event, targets = item
-            for callback, wants_event, _ in targets:
-                try:
-                    if wants_event:
-                        callback(run, event)
-                    else:
-                        callback(run)
-                except Exception:
-                    logger.error(
-                        "listener %r failed on event %r of job %r (run %s)",
-                        callback,
-                        event,
-                        run.job_id,
-                        run.run_id,
-                        exc_info=True,
-                    )
+            self._deliver(*item)
+
+    @staticmethod
+    def _deliver(run: JobRun, event: JobEvent, targets: List[_Entry]) -> None:
+        for callback, wants_event, _ in targets:
+            try:
+                if wants_event:
+                    callback(run, event)
+                else:
+                    callback(run)
+            except Exception:
+                logger.error(
+                    "listener %r failed on event %r of job %r (run %s)",
+                    callback,
+                    event,
+                    run.job_id,
+                    run.run_id,
+                    exc_info=True,
+                )

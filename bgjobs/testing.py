@@ -28,13 +28,16 @@ import os
 import threading
 import weakref
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from ._deadlines import Deadline, DeadlineWatcher
 from ._local.timers import TimerHandle, TimerQueue
 from .config import Settings
+from .listeners import JobEvent, ListenerSet
 from .local import LocalJobManager
 from .schedules import utc_datetime
 from .store import StateStore
+from .types import JobRun
 
 if TYPE_CHECKING:
     from .registry import JobRegistry
@@ -103,6 +106,7 @@ class ManualClock:
         self._sleepers: List[Tuple[float, threading.Condition]] = []  # (deadline, condition)
         self._seen = threading.local()  # per thread: _moves when it last read monotonic()
         self._queues: List[weakref.ref[_ManualTimers]] = []  # in the order they attached
+        self._driving = threading.local()  # per thread: how many manual fires it is inside
 
     # -- reading ------------------------------------------------------------------------
 
@@ -234,7 +238,18 @@ class ManualClock:
 
         Returns at once if the clock moved since this thread last read it: ``timeout`` was
         computed from that reading, so the caller must look again.
+
+        In the thread that runs a manual manager's fire (a retry's backoff), nobody else
+        will move the clock: there, the wait *is* the clock moving, by ``timeout``, with
+        the fires due meanwhile run as :meth:`advance` runs them.
         """
+        if getattr(self._driving, "depth", 0):
+            condition.release()
+            try:
+                self.advance(max(0.0, timeout))
+            finally:
+                condition.acquire()
+            return
         with self._lock:
             if getattr(self._seen, "moves", None) != self._moves:
                 return
@@ -269,6 +284,7 @@ class _ManualTimers(TimerQueue):
         # Guards _armed_timers and _closed; never held while a timer's callback runs.
         self._timers_lock = threading.Lock()
         self._armed_timers: List[Tuple[int, TimerHandle]] = []  # (arming order, timer)
+        self._uncounted: Dict[int, TimerHandle] = {}  # id -> timer that is not a job's fire
         self._closed = False
         clock._attach(self)
 
@@ -280,6 +296,14 @@ class _ManualTimers(TimerQueue):
             if self._closed:
                 raise RuntimeError("cannot arm a timer after the timer queue was shut down")
             self._armed_timers.append((next(self._seq), handle))
+        return handle
+
+    def call_at_uncounted(self, due: float, callback: Callable[[], None]) -> TimerHandle:
+        """Arm a timer on the monotonic clock that :meth:`run_due` does not count as a fire
+        (a run's timeout)."""
+        handle = self.call_at(due, False, callback)
+        with self._timers_lock:
+            self._uncounted[id(handle)] = handle
         return handle
 
     def _until(self, handle: TimerHandle) -> float:
@@ -308,10 +332,21 @@ class _ManualTimers(TimerQueue):
             handle = upcoming[1]
             with self._timers_lock:
                 self._armed_timers = [e for e in self._armed_timers if e[1] is not handle]
+                counted = self._uncounted.pop(id(handle), None) is None
             if handle.cancelled:
                 continue
-            handle.callback(*handle.args)
-            fired += 1
+            driving = self._manual_clock._driving
+            driving.depth = getattr(driving, "depth", 0) + 1
+            try:
+                handle.callback(*handle.args)
+            finally:
+                driving.depth -= 1
+            fired += counted
+
+    def uncount(self, handle: TimerHandle) -> None:
+        """Forget ``handle`` (cancelled)."""
+        with self._timers_lock:
+            self._uncounted.pop(id(handle), None)
 
     def replan(self) -> None:
         """The clock was :meth:`~ManualClock.set`: the manager plans its fires afresh."""
@@ -323,15 +358,62 @@ class _ManualTimers(TimerQueue):
             for _, handle in self._armed_timers:
                 handle.cancel()
             self._armed_timers.clear()
+            self._uncounted.clear()
         self._manual_clock._detach(self)
 
     def reinit_after_fork(self) -> None:
         self._timers_lock = threading.Lock()
         self._armed_timers = []
+        self._uncounted = {}
 
     def pending(self) -> int:
         with self._timers_lock:
             return sum(1 for _, handle in self._armed_timers if not handle.cancelled)
+
+
+class _ManualDeadlines(DeadlineWatcher):
+    """Run timeouts as timers of the manual queue: a deadline passes, in the thread that
+    moves the clock, exactly when :meth:`ManualClock.advance` passes it (no thread)."""
+
+    def __init__(self, timers: _ManualTimers) -> None:
+        super().__init__(timers._manual_clock)
+        self._timers = timers
+        # Guarded by _cond (the watcher's lock): each live deadline's timer.
+        self._handles: Dict[int, TimerHandle] = {}
+
+    def add(self, due: float, callback: Callable[[], None]) -> Deadline:
+        deadline = Deadline(due, callback)
+
+        def passed() -> None:
+            with self._cond:
+                self._handles.pop(id(deadline), None)
+                if deadline.cancelled or deadline.fired:
+                    return
+                deadline.fired = True
+            callback()
+
+        handle = self._timers.call_at_uncounted(due, passed)
+        with self._cond:
+            self._handles[id(deadline)] = handle
+        return deadline
+
+    def cancel(self, deadline: Deadline) -> bool:
+        live = super().cancel(deadline)
+        with self._cond:
+            handle = self._handles.pop(id(deadline), None)
+        if handle is not None:
+            handle.cancel()
+            self._timers.uncount(handle)
+        return live
+
+
+class _CallingListeners(ListenerSet):
+    """Listeners called at once, in the thread where the event happens (no thread)."""
+
+    def emit(self, event: JobEvent, run: JobRun) -> None:
+        targets = [e for e in self.entries if event in e[2]]
+        if targets:
+            self._deliver(run, event, targets)
 
 
 class ManualJobManager(LocalJobManager):
@@ -360,6 +442,10 @@ class ManualJobManager(LocalJobManager):
         chosen = os.fspath(state_dir) if state_dir is not None else ""
         settings = Settings.coerce(settings, env).replace(state_dir=chosen)
         super().__init__(clock=clock, settings=settings, store=store)
+        timers = self._timers
+        assert isinstance(timers, _ManualTimers)
+        self._deadlines = _ManualDeadlines(timers)
+        self._listeners = _CallingListeners()
 
     def _timer_queue(self) -> TimerQueue:
         manager = weakref.ref(self)  # the clock holds the queue; the queue must not hold us

@@ -175,3 +175,24 @@ def test_bgjobs_check_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "invalid choice: 'cloud'" in result.stderr
     result = run_cli("--help", cwd=tmp_path)
     assert re.search(r"^    check ", result.stdout, re.M)
+
+
+def test_policies_a_runtime_cannot_honour_are_problems() -> None:
+    jobs = JobRegistry()
+
+    @jobs.cron("late-ok", "Late", "0 9 * * *", misfire_grace=600)
+    def late() -> None: ...
+
+    @jobs.cron("retried", "Retried", "0 9 * * *", retries=2)
+    def retried() -> None: ...
+
+    @jobs.interval("spread", "Spread", minutes=5, jitter=30)
+    def spread() -> None: ...
+
+    assert jobs.check(mode="local", env={}) == []
+    trigger = jobs.check(mode="trigger-dev", env={})
+    assert [p.split(":")[0] for p in trigger] == ["job 'late-ok'", "job 'spread'"]
+    assert "cannot honour misfire_grace=600" in trigger[0]
+    vercel = jobs.check(mode="vercel", env={})
+    assert [p.split(":")[0] for p in vercel] == ["job 'late-ok'", "job 'retried'", "job 'spread'"]
+    assert "Vercel Cron cannot honour retries=2" in vercel[1]

@@ -295,3 +295,91 @@ def test_a_thread_based_manager_still_follows_the_clock() -> None:
         manager.schedule_job("t", "T", ran.set, 60)
         assert clock.advance(60) == 0  # not a manual manager: its own threads run the fire
         assert ran.wait(5)
+
+
+# --- per-job policies: the real runtime's, through the shared core ---------------------------
+
+
+def test_retries_wait_their_backoff_on_the_manual_clock(
+    clock: ManualClock, manager: ManualJobManager
+) -> None:
+    attempts: List[datetime] = []
+
+    def flaky() -> None:
+        attempts.append(clock.now())
+        if len(attempts) < 3:
+            raise RuntimeError("not yet")
+
+    manager.schedule_job("flaky", "Flaky", flaky, 3600, retries=2, retry_backoff=10)
+    clock.advance(3600)  # returns: the backoffs passed on the clock, not in real time
+    assert len(attempts) == 3
+    first = DEFAULT_START + timedelta(seconds=3600)
+    assert attempts[0] == first < attempts[1] < attempts[2] <= first + timedelta(seconds=60)
+    runs = manager.get_job_runs("flaky")
+    assert [(r.attempt, r.outcome) for r in reversed(runs)] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "completed"),
+    ]
+    assert clock.now() >= attempts[2]
+
+
+def test_a_timeout_passes_exactly_when_the_clock_passes_it(
+    clock: ManualClock, manager: ManualJobManager
+) -> None:
+    from bgjobs import current_run
+
+    seen: List[Tuple[float, bool]] = []
+    events: List[Tuple[str, datetime]] = []
+
+    def slow() -> None:
+        run = current_run()
+        assert run is not None
+        clock.advance(29)
+        seen.append((29, run.cancelled.is_set()))
+        clock.advance(1)
+        seen.append((30, run.cancelled.is_set()))  # set by now, in this thread: no race
+
+    manager.add_listener(
+        lambda run, event: events.append((event, clock.now())), events=("timed_out",)
+    )
+    manager.schedule_job("slow", "Slow", slow, 100, timeout=30)
+    assert clock.advance(100) == 1  # the deadline is not counted as a fire
+    assert seen == [(29, False), (30, True)]
+    assert events == [("timed_out", DEFAULT_START + timedelta(seconds=130))]
+    (run,) = manager.get_job_runs("slow")
+    assert (run.outcome, run.duration) == ("timed_out", 30.0)
+
+
+def test_listeners_are_called_before_advance_returns(
+    clock: ManualClock, manager: ManualJobManager
+) -> None:
+    events: List[Tuple[str, str]] = []
+    manager.add_listener(
+        lambda run, event: events.append((event, run.job_id)), events=("completed", "skipped")
+    )
+    manager.schedule_job("j", "J", lambda: None, 10)
+    clock.advance(10)
+    assert events == [("completed", "j")]
+
+
+def test_misfire_grace_and_jitter_follow_the_real_rules(
+    clock: ManualClock, manager: ManualJobManager
+) -> None:
+    ran: List[Tuple[str, datetime]] = []
+    manager.schedule_cron_job(
+        "graceful", "G", lambda: ran.append(("g", clock.now())), "* * * * *", misfire_grace=5
+    )
+    clock.step(90)  # the fire due at 00:01 is 30 s late: past its grace, it does not run
+    assert clock.run_due() == 1
+    assert ran == []
+    assert manager.get_job_status("graceful").skips == 1  # type: ignore[union-attr]
+
+    manager.schedule_job("spread", "S", lambda: ran.append(("s", clock.now())), 60, jitter=10)
+    planned = manager.get_job_status("spread").next_run  # type: ignore[union-attr]
+    assert planned is not None
+    start = clock.now()
+    assert start + timedelta(seconds=60) <= planned <= start + timedelta(seconds=70)
+    clock.advance(70)
+    (fired,) = [when for name, when in ran if name == "s"]
+    assert abs(fired - planned) < timedelta(milliseconds=1)  # next_run is to the millisecond
