@@ -106,7 +106,6 @@ class ManualClock:
         self._sleepers: List[Tuple[float, threading.Condition]] = []  # (deadline, condition)
         self._seen = threading.local()  # per thread: _moves when it last read monotonic()
         self._queues: List[weakref.ref[_ManualTimers]] = []  # in the order they attached
-        self._driving = threading.local()  # per thread: how many manual fires it is inside
 
     # -- reading ------------------------------------------------------------------------
 
@@ -128,8 +127,8 @@ class ManualClock:
     def advance(self, seconds: Union[float, timedelta]) -> int:
         """Move both clocks ``seconds`` ahead, stopping at every due time of the manual
         managers on this clock to run what is due there (in the caller's thread, in due
-        order); return how many fires ran. A job may call it too (the run then lasts that
-        long, and fires coming up meanwhile find the job running)."""
+        order); return how many fires ran (retries included). A job may call it too (the
+        run then lasts that long, and fires coming up meanwhile find the job running)."""
         with self._lock:
             target = self._monotonic + _seconds(seconds)
         fired = 0
@@ -238,18 +237,7 @@ class ManualClock:
 
         Returns at once if the clock moved since this thread last read it: ``timeout`` was
         computed from that reading, so the caller must look again.
-
-        In the thread that runs a manual manager's fire (a retry's backoff), nobody else
-        will move the clock: there, the wait *is* the clock moving, by ``timeout``, with
-        the fires due meanwhile run as :meth:`advance` runs them.
         """
-        if getattr(self._driving, "depth", 0):
-            condition.release()
-            try:
-                self.advance(max(0.0, timeout))
-            finally:
-                condition.acquire()
-            return
         with self._lock:
             if getattr(self._seen, "moves", None) != self._moves:
                 return
@@ -335,12 +323,7 @@ class _ManualTimers(TimerQueue):
                 counted = self._uncounted.pop(id(handle), None) is None
             if handle.cancelled:
                 continue
-            driving = self._manual_clock._driving
-            driving.depth = getattr(driving, "depth", 0) + 1
-            try:
-                handle.callback(*handle.args)
-            finally:
-                driving.depth -= 1
+            handle.callback(*handle.args)
             fired += counted
 
     def uncount(self, handle: TimerHandle) -> None:
