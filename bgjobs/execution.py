@@ -205,6 +205,7 @@ class _History:
         "running",
         "runs",
         "skips",
+        "starved_fires",
         "stopped_when_run_began",
         "timed_out",
     )
@@ -221,6 +222,7 @@ class _History:
         self.runs = 0
         self.failures = 0
         self.skips = 0
+        self.starved_fires = 0
         self.last_success: Optional[datetime] = None
         self.last_failure: Optional[datetime] = None
         self.last_error: Optional[str] = None
@@ -326,6 +328,7 @@ class Job:
                 last_failure=self._h.last_failure,
                 last_error=self._h.last_error,
                 timed_out=self._h.timed_out,
+                starved_fires=self._h.starved_fires,
             )
 
     # -- what runtimes change -------------------------------------------------------------
@@ -369,6 +372,11 @@ class Job:
     def count_skips(self, count: int = 1) -> None:
         with self._lock:
             self._h.skips += count
+
+    def count_starved(self) -> None:
+        """One scheduled fire waited too long for a free worker."""
+        with self._lock:
+            self._h.starved_fires += 1
 
     # -- what the core changes ----------------------------------------------------------
 
@@ -944,6 +952,16 @@ class BaseJobManager(BackgroundJobManager):
             began.wait(0.05)
         return started[0] if started else None
 
+    def record_starved(self, job: Job) -> None:
+        """Count a scheduled fire of ``job`` that waited too long for a free worker."""
+        job.count_starved()
+        self._metrics.record_starved()
+
+    def _waiting_for_worker(self) -> Dict[str, datetime]:
+        """Job id -> since when a due fire of it waits for a free worker (runtimes with a
+        worker pool override this)."""
+        return {}
+
     def record_skips(self, job: Job, count: int = 1, reason: Optional[str] = None) -> None:
         """Count ``count`` run attempts of ``job`` that did not happen, and say why."""
         job.count_skips(count)
@@ -1427,10 +1445,18 @@ class BaseJobManager(BackgroundJobManager):
             return
         job.set_next_run(upcoming, expected=current)
 
-    def _status(self, job: Job, records: Optional[Mapping[str, JobRecord]] = None) -> JobStatus:
+    def _status(
+        self,
+        job: Job,
+        records: Optional[Mapping[str, JobRecord]] = None,
+        waiting: Optional[Mapping[str, datetime]] = None,
+    ) -> JobStatus:
         """The job's status: this process's view, with the host's counters, last runs and
         pause flag from the store when it has them."""
         local = job.snapshot()
+        since = (self._waiting_for_worker() if waiting is None else waiting).get(job.id)
+        if since is not None:
+            local = evolve(local, waiting_since=since)
         store = self._reading_store()
         record = records.get(job.id) if records is not None else store.job(job.id)
         if record is None:
@@ -1477,7 +1503,8 @@ class BaseJobManager(BackgroundJobManager):
             self._refresh(job)
         self._housekeeping()
         records = self._reading_store().jobs()
-        return [self._status(job, records) for job in jobs]
+        waiting = self._waiting_for_worker()
+        return [self._status(job, records, waiting) for job in jobs]
 
     def get_job_metrics(self) -> JobMetrics:
         local = self._metrics.snapshot()
@@ -1493,6 +1520,7 @@ class BaseJobManager(BackgroundJobManager):
             last_cleanup=local.last_cleanup,
             skipped_executions=skips,
             timed_out_executions=local.timed_out_executions,
+            starved_fires=local.starved_fires,
         )
 
     def __repr__(self) -> str:

@@ -67,7 +67,8 @@ import logging
 import math
 import os
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from ._local.hostlock import LockDirectory
 from ._local.leadership import (
@@ -78,15 +79,26 @@ from ._local.leadership import (
     HostCoordinator,
     SoloCoordinator,
 )
-from ._local.timers import TimerHandle, TimerQueue
+from ._local.timers import STARVED_AFTER, TimerHandle, TimerQueue
 from .config import Settings
 from .execution import BaseJobManager, Job, open_state_store
 from .schedules import Clock, utc_datetime
 from .store import StateStore
 
-__all__ = ["CATCH_UP_WINDOW", "DEFER_SECONDS", "ELECTION_INTERVAL", "LocalJobManager"]
+__all__ = [
+    "CATCH_UP_WINDOW",
+    "DEFER_SECONDS",
+    "ELECTION_INTERVAL",
+    "STARVED_AFTER",
+    "STARVED_LOG_INTERVAL",
+    "LocalJobManager",
+]
 
 logger = logging.getLogger(__name__)
+
+STARVED_LOG_INTERVAL = 60.0
+"""Seconds between two warnings that fires wait for a worker, while that lasts (every
+such fire is counted all the same)."""
 
 
 class LocalJobManager(BaseJobManager):
@@ -101,7 +113,9 @@ class LocalJobManager(BaseJobManager):
     see the module documentation. ``max_workers`` (default
     ``BGJOBS_MAX_WORKERS``, else 10, like APScheduler) bounds how many scheduled runs
     happen at once; a fire that finds every worker busy waits for one (a slow job never
-    delays the timers). Raises
+    delays the timers), and one that waits :data:`STARVED_AFTER` seconds is logged with
+    what occupies the pool, counted, and shown as its job's ``waiting_since`` — the pool
+    never grows past ``max_workers``. Raises
     :class:`~bgjobs.errors.UnsafeLockDirError` for a lock directory others could tamper with.
     """
 
@@ -128,6 +142,7 @@ class LocalJobManager(BaseJobManager):
         if store is None and host is not None:
             store = open_state_store(settings, checked=True, clock=clock)
         super().__init__(clock=clock, settings=settings, store=store)
+        self._starved_logged_at = -1e9  # monotonic time the last starvation warning went out
         self._timers = self._timer_queue()
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
         self._armed_lock = threading.Lock()
@@ -153,7 +168,72 @@ class LocalJobManager(BaseJobManager):
     def _timer_queue(self) -> TimerQueue:
         """The queue that fires this manager's timers (the manual clock's manager replaces
         it with one the test drives)."""
-        return TimerQueue(self._clock, max_workers=self.settings.max_workers)
+        return TimerQueue(
+            self._clock, max_workers=self.settings.max_workers, on_starved=self._starved
+        )
+
+    # -- a full pool ----------------------------------------------------------------------
+
+    def _starved(
+        self,
+        starved: List[TimerHandle],
+        waiting: List[Tuple[TimerHandle, float]],
+        workers: List[int],
+    ) -> None:
+        """Fires waited :data:`STARVED_AFTER` seconds for a worker: count each, and say
+        which jobs wait and which occupy the pool (at most once a minute while it lasts).
+
+        A fire of a job that is running itself is left out: its own run, not the pool,
+        keeps it from running (it is skipped once it gets a worker)."""
+        jobs = [job for job in map(_job_of, starved) if job and not job.run_lock.locked()]
+        if not jobs:
+            return
+        for job in jobs:
+            self.record_starved(job)
+        now = self._clock.monotonic()
+        if now - self._starved_logged_at < STARVED_LOG_INTERVAL:
+            return
+        self._starved_logged_at = now
+        waits = [
+            (job.id, waited)
+            for handle, waited in waiting
+            for job in (_job_of(handle),)
+            if job is not None and not job.run_lock.locked()
+        ]
+        logger.warning(
+            "every worker is busy (max_workers=%d), so %d due fire(s) have waited more than "
+            "%gs for one: waiting %s; running %s. The pool does not grow: raise "
+            "BGJOBS_MAX_WORKERS (max_workers=), or find why those runs do not end",
+            self.settings.max_workers,
+            len(waits),
+            STARVED_AFTER,
+            _list_jobs(waits, "{} ({:.1f}s)"),
+            _list_jobs(self._runs_on(workers), "{} (for {:.1f}s)"),
+        )
+
+    def _runs_on(self, threads: List[int]) -> List[Tuple[str, float]]:
+        """(job id, seconds it has run) of the runs going on ``threads``, longest first."""
+        with self._idle:
+            job_ids = [self._running[ident] for ident in threads if ident in self._running]
+        now = self._clock.time()
+        runs = []
+        for job_id in job_ids:
+            job = self._job(job_id)
+            started = job.snapshot().last_run if job is not None else None
+            runs.append((job_id, now - started.timestamp() if started is not None else 0.0))
+        return sorted(runs, key=lambda run: -run[1])
+
+    def _waiting_for_worker(self) -> Dict[str, datetime]:
+        waiting = self._timers.waiting()
+        if not waiting:
+            return {}
+        offset = self._clock.time() - self._clock.monotonic()
+        return {
+            job.id: utc_datetime(since + offset)
+            for handle, since in waiting
+            for job in (_job_of(handle),)
+            if job is not None
+        }
 
     def _now(self, job: Job) -> float:
         assert job.schedule is not None
@@ -313,6 +393,21 @@ class LocalJobManager(BaseJobManager):
             if not (job.stopped or self._closed or job.schedule is None)
         ]
         self._coordinator.reinit_after_fork(live, {job: tick.due for job, tick in armed.items()})
+
+
+def _job_of(handle: TimerHandle) -> Optional[Job]:
+    """The job a timer is the tick of (``(job, due)``); ``None`` for another timer."""
+    job = handle.args[0] if handle.args else None
+    return job if isinstance(job, Job) else None
+
+
+def _list_jobs(entries: List[Tuple[str, float]], form: str, most: int = 10) -> str:
+    """``'a' (1.2s), 'b' (0.4s) and 3 more``, or ``none``."""
+    if not entries:
+        return "none"
+    shown = ", ".join(form.format(repr(job_id), seconds) for job_id, seconds in entries[:most])
+    more = len(entries) - most
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _describe_exit(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ class MetricsAggregator:
         self._failed = 0
         self._skipped = 0
         self._timed_out = 0
+        self._starved = 0
         self._total_duration = 0.0
         self._last_cleanup = self._now()
 
@@ -50,6 +51,11 @@ class MetricsAggregator:
         with self._metrics_lock:
             self._skipped += count
 
+    def record_starved(self, count: int = 1) -> None:
+        """Count ``count`` scheduled fires that waited too long for a free worker."""
+        with self._metrics_lock:
+            self._starved += count
+
     def reinit_after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may have been held mid-update)."""
         self._metrics_lock = threading.Lock()
@@ -66,4 +72,5 @@ class MetricsAggregator:
                 last_cleanup=self._last_cleanup,
                 skipped_executions=self._skipped,
                 timed_out_executions=self._timed_out,
+                starved_fires=self._starved,
             )

@@ -119,6 +119,12 @@ class JobStatus:
     timed_out: bool = False
     """The run going on now has passed the job's ``timeout`` (it still runs: threads are
     never killed), or the last run ended ``timed_out``."""
+    waiting_since: Optional[datetime] = None
+    """Local runtime: a due fire of this job has waited since then for a free worker
+    (every worker is busy); ``None`` when none waits."""
+    starved_fires: int = 0
+    """Local runtime, this process: fires of this job that waited longer than
+    ``bgjobs._local.timers.STARVED_AFTER`` seconds for a free worker."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
@@ -141,6 +147,8 @@ class JobStatus:
             "last_error": self.last_error,
             "running_pid": self.running_pid,
             "timed_out": self.timed_out,
+            "waiting_since": _iso(self.waiting_since),
+            "starved_fires": self.starved_fires,
         }
 
 
@@ -203,6 +211,9 @@ class JobMetrics:
     skipped_executions: int = 0
     timed_out_executions: int = 0
     """Runs of this process that ran past their job's ``timeout`` (also in ``failed_jobs``)."""
+    starved_fires: int = 0
+    """Local runtime, this process: scheduled fires that waited longer than
+    ``bgjobs._local.timers.STARVED_AFTER`` seconds for a free worker (the pool was full)."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
@@ -214,6 +225,7 @@ class JobMetrics:
             "last_cleanup": self.last_cleanup.isoformat(),
             "skipped_executions": self.skipped_executions,
             "timed_out_executions": self.timed_out_executions,
+            "starved_fires": self.starved_fires,
         }
 
 

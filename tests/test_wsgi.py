@@ -45,6 +45,8 @@ STATUS_KEYS = {
     "last_error",
     "running_pid",
     "timed_out",
+    "waiting_since",
+    "starved_fires",
 }
 METRIC_KEYS = {
     "total_executions",
@@ -54,6 +56,7 @@ METRIC_KEYS = {
     "last_cleanup",
     "skipped_executions",
     "timed_out_executions",
+    "starved_fires",
 }
 
 

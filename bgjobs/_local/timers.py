@@ -10,6 +10,13 @@ clock (Unix time) for crons. The heap is ordered on the monotonic clock; a wall-
 due time is converted when it is armed and converted again whenever the wall clock is
 seen to have been stepped (NTP, suspend/resume), checked at least every
 :data:`WALL_CLOCK_RECHECK` seconds.
+
+The pool never grows past ``max_workers``: it is the bound a user sizes by (connections,
+memory), and a run that hangs cannot be told from one that is long. So a fire that finds
+every worker busy waits, in order — and never in silence: once a fire has waited
+:data:`STARVED_AFTER` seconds, a watching thread (started only while fires wait) reports
+it with what occupies the pool to the queue's ``on_starved`` (the local runtime logs it,
+counts it and shows it in the job's status).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Set, Tuple
 
 from .. import _time
 from .._process import end_process_if_main_thread
@@ -29,7 +36,9 @@ from ..schedules import Clock
 __all__ = [
     "DEFAULT_MAX_WORKERS",
     "FROZEN_RECHECK",
+    "STARVED_AFTER",
     "WALL_CLOCK_RECHECK",
+    "OnStarved",
     "TimerHandle",
     "TimerQueue",
     "Wait",
@@ -47,6 +56,9 @@ to be seen within a second, not a minute."""
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
 _COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
 _STEP_TOLERANCE = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
+
+STARVED_AFTER = 1.0
+"""Seconds a due fire may wait for a free worker before it is reported as starved."""
 
 Wait = Callable[[threading.Condition, float], object]
 """``wait(condition, timeout)``: called with ``condition`` held, returns once ``timeout``
@@ -86,16 +98,25 @@ class TimerHandle:
         return f"<TimerHandle due={self.due:.3f} {state}>"
 
 
+OnStarved = Callable[[List[TimerHandle], List[Tuple[TimerHandle, float]], List[int]], object]
+"""``on_starved(starved, waiting, workers)``: ``starved`` fires have now waited
+:data:`STARVED_AFTER` seconds for a worker (each is reported once); ``waiting`` is every
+fire waiting, with the seconds it has waited, oldest first; ``workers`` the pool's thread
+idents (what each runs is the owner's to know). Called on the watching thread, without
+any lock held."""
+
+
 class TimerQueue:
     """Fires timers at their due times on a pool of at most ``max_workers`` threads.
 
     The waiting thread only pops due timers and hands them over, so a slow callback
     never delays another timer; when every worker is busy, fires wait in order for one.
-    Threads are daemons named ``<name>`` (the waiter) and ``<name>-worker``, and exit
-    when there is nothing left to do. ``wait`` is how the waiter waits for the next due
-    time (see :data:`Wait`), like ``sched.scheduler``'s ``delayfunc``; ``None`` means the
-    clock's own ``wait`` (real seconds for the system clock, the test's hand for a manual
-    clock).
+    Threads are daemons named ``<name>`` (the waiter), ``<name>-worker`` and
+    ``<name>-watch`` (while fires wait for a worker), and exit when there is nothing left
+    to do. ``wait`` is how the waiter waits for the next due time (see :data:`Wait`), like
+    ``sched.scheduler``'s ``delayfunc``; ``None`` means the clock's own ``wait`` (real
+    seconds for the system clock, the test's hand for a manual clock). ``on_starved`` hears
+    of each fire that waited ``starved_after`` seconds for a worker (see :data:`OnStarved`).
     """
 
     def __init__(
@@ -105,11 +126,15 @@ class TimerQueue:
         max_workers: int,
         name: str = "bgjobs",
         wait: Optional[Wait] = None,
+        on_starved: Optional[OnStarved] = None,
+        starved_after: float = STARVED_AFTER,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
         self._clock = clock
         self._wait = wait if wait is not None else clock.wait
+        self._on_starved = on_starved
+        self._starved_after = starved_after
         self._max_workers = max_workers
         self._name = name
         self._seq = itertools.count()
@@ -124,12 +149,25 @@ class TimerQueue:
         self._compact_at = _COMPACT_MIN
         self._waiter: Optional[threading.Thread] = None
         self._offset = self._clock.time() - self._clock.monotonic()
-        # Guards _tasks, _workers, _idle (workers waiting for a task) and _pool_shutdown;
-        # notified when a task is queued, and at shutdown.
-        self._pool_cond = threading.Condition(threading.Lock())
-        self._tasks: Deque[TimerHandle] = deque()
+        # Guards _tasks, _reported, _workers, _worker_ids, _idle (workers waiting for a
+        # task), _watching, _drained_at and _pool_shutdown. _pool_cond is notified when a
+        # task is queued, and at shutdown; _watch_cond, on the same lock, at shutdown (a
+        # condition of its own, so a task's notify never wakes the watch instead of an
+        # idle worker).
+        pool_lock = threading.Lock()
+        self._pool_cond = threading.Condition(pool_lock)
+        self._watch_cond = threading.Condition(pool_lock)
+        # (fire, since when it waits for a busy pool on the monotonic clock, or None when an
+        # idle or new worker was there for it), in the order queued.
+        self._tasks: Deque[Tuple[TimerHandle, Optional[float]]] = deque()
+        # How many fires at the front of _tasks the watch is done with (reported, or never
+        # waited): since-times grow along the queue, so they are always a prefix.
+        self._reported = 0
         self._workers = 0
+        self._worker_ids: Set[int] = set()
         self._idle = 0
+        self._watching = False
+        self._drained_at = 0.0  # monotonic time the watched queue last became empty
         self._pool_shutdown = False
 
     def reinit_after_fork(self) -> None:
@@ -179,7 +217,9 @@ class TimerQueue:
         with self._pool_cond:
             self._pool_shutdown = True
             self._tasks.clear()
+            self._reported = 0
             self._pool_cond.notify_all()
+            self._watch_cond.notify_all()
 
     # -- the waiting thread -------------------------------------------------------------------
 
@@ -238,18 +278,93 @@ class TimerQueue:
         with self._pool_cond:
             if self._pool_shutdown:
                 return
-            self._tasks.append(handle)
+            tasks = self._tasks
+            if len(tasks) < self._idle or self._workers < self._max_workers:
+                tasks.append((handle, None))  # an idle or a new worker takes it at once
+            else:  # it waits for a busy worker: from when, and make sure someone watches
+                tasks.append((handle, self._clock.monotonic()))
+                self._watch()
             if self._idle:
                 self._pool_cond.notify()
             # Idle workers take queued tasks themselves; start one only for the excess.
-            if len(self._tasks) <= self._idle or self._workers >= self._max_workers:
+            if len(tasks) <= self._idle or self._workers >= self._max_workers:
                 return
             self._workers += 1
-        worker = threading.Thread(target=self._work, name=f"{self._name}-worker")
-        worker.daemon = True
-        worker.start()
+        self._start_thread(self._work, "worker")
+
+    def _start_thread(self, target: Callable[[], None], role: str) -> None:
+        thread = threading.Thread(target=target, name=f"{self._name}-{role}")
+        thread.daemon = True
+        thread.start()
+
+    def _watch(self) -> None:
+        """Start the watching thread unless it runs. Called with the pool lock held."""
+        if self._on_starved is None or self._watching:
+            # No need to wake a running watch: it wakes by the time this fire could be
+            # starved anyway (queued fires are in order, and it waits at most
+            # starved_after), and a wake per fire would cost a scan of the queue per fire.
+            return
+        self._watching = True
+        try:
+            self._start_thread(self._watch_loop, "watch")
+        except BaseException:
+            self._watching = False
+            raise
+
+    def _watch_loop(self) -> None:
+        """While fires wait for a worker, report each that has waited ``starved_after``.
+
+        Ends once the queue has stayed empty for ``starved_after``: a busy pool empties
+        and fills its queue many times a second, and a thread start each time would cost
+        more than the watch itself."""
+        assert self._on_starved is not None
+        with self._pool_cond:
+            while True:
+                now = self._clock.monotonic()
+                if self._pool_shutdown:
+                    self._watching = False
+                    return
+                if not self._tasks:
+                    left = self._drained_at + self._starved_after - now
+                    if left <= 0:
+                        self._watching = False
+                        return
+                    self._wait(self._watch_cond, left)
+                    continue
+                starved = []
+                next_check = self._starved_after
+                tasks = self._tasks
+                while self._reported < len(tasks):  # oldest first
+                    handle, since = tasks[self._reported]
+                    if since is not None:
+                        left = since + self._starved_after - now
+                        if left > 0:
+                            next_check = left  # and every later fire is due later still
+                            break
+                        starved.append(handle)
+                    self._reported += 1
+                if starved:
+                    waiting = [(h, now - since) for h, since in tasks if since is not None]
+                    workers = list(self._worker_ids)
+                    self._pool_cond.release()  # no lock held while the owner reports
+                    try:
+                        self._on_starved(starved, waiting, workers)
+                    except Exception:  # a bug in the report must not stop the watch
+                        logger.critical("bgjobs: reporting starved fires failed", exc_info=True)
+                    finally:
+                        self._pool_cond.acquire()
+                    continue
+                self._wait(self._watch_cond, next_check)
+
+    def waiting(self) -> List[Tuple[TimerHandle, float]]:
+        """The fires waiting for a worker, oldest first, with since when (monotonic)."""
+        with self._pool_cond:
+            return [(handle, since) for handle, since in self._tasks if since is not None]
 
     def _work(self) -> None:
+        me = threading.get_ident()
+        with self._pool_cond:
+            self._worker_ids.add(me)
         while True:
             with self._pool_cond:
                 self._idle += 1
@@ -259,9 +374,14 @@ class TimerQueue:
                     ):
                         self._idle -= 1
                         self._workers -= 1
+                        self._worker_ids.discard(me)
                         return
                 self._idle -= 1
-                handle = self._tasks.popleft()
+                handle = self._tasks.popleft()[0]
+                if self._reported:
+                    self._reported -= 1
+                if self._watching and not self._tasks:
+                    self._drained_at = self._clock.monotonic()
             if handle.cancelled:
                 continue
             try:

@@ -118,6 +118,10 @@ def _job_row(status: JobStatus) -> str:
         problems.append(_escape(f"sync: {status.last_sync_error}"))
     if status.running_pid is not None:
         runner += f'<span class="runner">pid {status.running_pid}</span>'
+    if status.waiting_since is not None:
+        # Every worker is busy: say so beside the status, or next_run just looks past.
+        since = _time_html(status.waiting_since)
+        runner += f'<span class="runner">waiting for a worker since {since}</span>'
     cells = (
         f'<td class="job"><span class="name">{_escape(status.name)}</span>'
         f' <code class="id">{_escape(status.id)}</code></td>',
@@ -158,6 +162,7 @@ def render_status_page(
         ("Successful", str(metrics.successful_jobs)),
         ("Failed", str(metrics.failed_jobs)),
         ("Skipped (overlap)", str(metrics.skipped_executions)),
+        ("Starved (waited for a worker)", str(metrics.starved_fires)),
         ("Average duration", _duration_text(metrics.average_job_duration)),
     )
     metric_items = "".join(

@@ -111,6 +111,13 @@ def render_metrics(
         lambda s: s.skips,
     )
     out.per_job(
+        "bgjobs_starved_fires_total",
+        "counter",
+        "Fires of each job that waited too long for a free worker (this process).",
+        statuses,
+        lambda s: s.starved_fires,
+    )
+    out.per_job(
         "bgjobs_job_running",
         "gauge",
         "1 while the job is running, else 0.",
