@@ -21,7 +21,7 @@ process), ``trigger-dev`` (schedules on Trigger.dev), ``vercel`` (Vercel Cron ca
 endpoint) and ``disabled``. See the README for configuration.
 
 Names are loaded on first use, so ``import bgjobs`` costs almost nothing and never
-imports ``requests`` or ``croniter``.
+imports ``requests``.
 """
 
 from __future__ import annotations

@@ -522,6 +522,11 @@ class BaseJobManager(BackgroundJobManager):
     def _cancel(self, job: Job) -> None:
         """Stop triggering runs of ``job`` (stopped or replaced). Must not block on a run."""
 
+    def _restore(self, job: Job) -> None:
+        """Put back ``job``, cancelled for a replacement that failed, as it was (its next
+        due time unchanged). Called with the table lock held; defaults to :meth:`_start`."""
+        self._start(job)
+
     def _check_schedule(self, job_id: str, schedule: Schedule) -> None:
         """Raise :class:`~bgjobs.errors.InvalidScheduleError` if this runtime cannot run it."""
 
@@ -694,7 +699,7 @@ class BaseJobManager(BackgroundJobManager):
                     self._jobs[job.id] = old
                     if was_live:
                         old._unstop(old_next_run)
-                        self._start(old)
+                        self._restore(old)
                 raise
         logger.debug("scheduled job %r (%s): %s", job.id, job.name, job.description)
 
@@ -1432,7 +1437,7 @@ class BaseJobManager(BackgroundJobManager):
     def _roll_next_run(self, job: Job, cron: CronSchedule, *, fill_unknown: bool) -> None:
         """For runtimes whose timers live elsewhere (Vercel, Trigger.dev): once ``next_run``
         has passed — or is unknown, with ``fill_unknown`` — move it to ``cron``'s next fire
-        time. A status read never fails for it; croniter runs outside the job's lock."""
+        time. A status read never fails for it; the cron maths runs outside the job's lock."""
         now = utc_datetime(self._clock.time())
         current = job.next_run
         if job.stopped or (current is None and not fill_unknown):

@@ -147,6 +147,8 @@ class LocalJobManager(BaseJobManager):
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
         self._armed_lock = threading.Lock()
         self._armed: Dict[Job, TimerHandle] = {}
+        # Guarded by _armed_lock too: the due time of each id's last disarmed timer.
+        self._disarmed: Dict[str, Tuple[Job, float]] = {}
         #: Decides which fires run here: all of them, or those of the jobs this process
         #: leads among the processes sharing the lock directory.
         self._coordinator: Coordinator = (
@@ -255,6 +257,8 @@ class LocalJobManager(BaseJobManager):
         if job.schedule is None:
             return  # unscheduled: it runs when triggered or dispatched, never on a timer
         self._coordinator.start(job)
+        with self._armed_lock:
+            self._disarmed.pop(job.id, None)  # replaced for good
 
     def _arm(self, job: Job, due: float) -> None:
         schedule = job.schedule
@@ -323,8 +327,19 @@ class LocalJobManager(BaseJobManager):
     def _disarm(self, job: Job) -> None:
         with self._armed_lock:
             tick = self._armed.pop(job, None)
+            if tick is not None:
+                # Kept for _restore; one per id, so the table's size bounds it.
+                self._disarmed[job.id] = (job, tick.due)
         if tick is not None:
             tick.cancel()
+
+    def _restore(self, job: Job) -> None:
+        with self._armed_lock:
+            kept = self._disarmed.pop(job.id, None)
+        if kept is None or kept[0] is not job or job.schedule is None:
+            self._start(job)
+            return
+        self._coordinator.restore(job, kept[1])
 
     def _cancel(self, job: Job) -> None:
         self._disarm(job)
@@ -386,6 +401,7 @@ class LocalJobManager(BaseJobManager):
         super()._reinit_after_fork()
         self._timers.reinit_after_fork()
         armed, self._armed = self._armed, {}
+        self._disarmed = {}
         self._armed_lock = threading.Lock()
         live = [
             job

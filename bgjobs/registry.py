@@ -183,7 +183,13 @@ class JobRegistry:
         """Decorator: run the function every ``every`` (or the sum of the unit arguments).
         The other keywords are the job's policies, as on ``schedule_job``."""
         if every is None:
-            every = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
+            try:
+                every = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days)
+            except OverflowError:
+                raise InvalidScheduleError(
+                    f"job {id!r}: interval of seconds={seconds!r}, minutes={minutes!r}, "
+                    f"hours={hours!r}, days={days!r} is longer than the maximum of 100 years"
+                ) from None
         elif seconds or minutes or hours or days:
             raise TypeError(f"job {id!r}: give either every= or seconds/minutes/hours/days")
 

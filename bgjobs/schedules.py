@@ -5,15 +5,18 @@ time and the current time, when is the next one, and how many due times were mis
 between? Computing from the previous *due* time (not from when a run ended) is what keeps
 interval jobs from drifting.
 
-Interval schedules count on the monotonic clock, so wall-clock jumps (NTP, DST, a
-sysadmin's ``date -s``) do not move them. Cron schedules are calendar rules and count
-on the wall clock, in the job's timezone, with these DST rules:
+Interval schedules count on the clock's ``monotonic`` (for :class:`SystemClock`, one that
+keeps counting while the machine is suspended where the platform has one), so wall-clock
+jumps (NTP, DST, a sysadmin's ``date -s``) do not move them. Cron schedules are calendar
+rules (cronie's, :mod:`bgjobs._cron`) and count on the wall clock, in the job's timezone,
+with cronie's DST rules. A *wildcard* job is one whose minute or hour field starts with
+``*`` (``* 9 * * *``, ``30 * * * *``, ``0 */2 * * *``, ``@hourly``); the others have fixed
+times of day:
 
-* a local time that does not exist that day (spring forward) fires once, at the
-  transition instant (the first valid instant after it);
-* a local time that occurs twice (fall back) fires once, at its first occurrence —
-  unless the cron's hour field is ``*``, in which case it fires in both occurrences,
-  so an hourly or per-minute job keeps running through the repeated hour.
+* a wall time that does not exist that day (the clocks jump forward over it) fires once,
+  at the jump, for a fixed-time job; a wildcard job does not fire for it at all;
+* a wall time that occurs twice (the clocks go back) fires in its first occurrence only
+  for a fixed-time job, and in both for a wildcard job.
 """
 
 from __future__ import annotations
@@ -22,18 +25,18 @@ import abc
 import math
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, List, Optional, Protocol, Tuple
+from typing import List, Optional, Protocol, Tuple
 
-from . import _time
+from . import _cron, _time
+from ._cron import CRON_ALIASES, CronSpec
 from .errors import InvalidScheduleError
 from .types import Interval, TimezoneArg
-
-if TYPE_CHECKING:
-    from croniter import croniter as Croniter
 
 __all__ = [
     "CRON_ALIASES",
     "Clock",
+    "MAX_INTERVAL",
+    "MIN_INTERVAL",
     "CronSchedule",
     "IntervalSchedule",
     "OnceSchedule",
@@ -48,21 +51,6 @@ __all__ = [
 ]
 
 UTC = timezone.utc
-
-CRON_ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-"""The ``@`` aliases bgjobs accepts, and the 5-field expression each stands for."""
-
-# Cap on cron candidates examined for one next-fire computation; even an every-second
-# cron needs at most ~3,600 around a DST change.
-_MAX_CANDIDATES = 20_000
 
 
 class Clock(Protocol):
@@ -184,7 +172,8 @@ class OnceSchedule(Schedule):
 
 
 class CronSchedule(Schedule):
-    """A cron expression evaluated in a timezone (croniter semantics, DST rules above)."""
+    """A cron expression (cronie's rules, :mod:`bgjobs._cron`) evaluated in a timezone,
+    with cronie's DST rules (module doc)."""
 
     wall_clock = True
 
@@ -192,71 +181,121 @@ class CronSchedule(Schedule):
         self.expression = expression
         self.tz = tz
         self._seconds_field = seconds_field
-        fields = expression.split()
-        hour = fields[2] if seconds_field else fields[1]
-        # Hour field "*": the job follows real time through a repeated hour (see module doc).
-        self._every_hour = hour in ("*", "*/1")
+        self.spec: CronSpec = _cron.parse(expression)
 
     @property
     def description(self) -> str:
         return f"cron {self.expression} ({_tz_name(self.tz)})"
 
-    def _iter(self, start: datetime) -> Croniter:
-        from croniter import croniter
-
-        return croniter(self.expression, start, second_at_beginning=self._seconds_field)
-
     def next_fire(self, after: datetime) -> datetime:
-        """The first fire time strictly after ``after`` (aware), as an aware UTC datetime."""
+        """The first fire time strictly after ``after`` (aware), as an aware UTC datetime.
+
+        Walks local wall times: a handful of candidates, however often the cron fires.
+        """
         after = after.astimezone(UTC)
-        # A local time n fires at n - offset; only n > after + (smallest offset nearby)
-        # can land after `after`. Starting there includes a repeated hour's second pass.
-        offsets = [
-            _offset(self.tz, after - timedelta(hours=3)),
-            _offset(self.tz, after),
-            _offset(self.tz, after + timedelta(hours=3)),
-        ]
-        start = (after + min(offsets)).replace(tzinfo=None)
-        largest = max(offsets)
-        it = self._iter(start)
+        local = after.astimezone(self.tz)
+        naive = local.replace(tzinfo=None)
+        spec = self.spec
         best: Optional[datetime] = None
-        for _ in range(_MAX_CANDIDATES):
-            naive: datetime = it.get_next(datetime)
-            # Every instant of a local time n is at least n - largest offset.
-            if best is not None and naive.replace(tzinfo=UTC) - largest > best:
+        early, late = self._offsets(naive)
+        if early != late and spec.wildcard and not local.fold:
+            # In the first pass of a repeated hour: a wildcard job's second pass is due
+            # too, from its start, after the first pass ends.
+            start, end = self._fold(naive, early, late)
+            n = _cron.next_match(spec, start)
+            if n is not None and n < end:
+                best = (n - late).replace(tzinfo=UTC)
+        start = naive + timedelta(microseconds=1)
+        for _ in range(8):  # each turn passes a gap or a repeated hour: 3 at most
+            n = _cron.next_match(spec, start)
+            if n is None:
                 break
-            for instant in self._instants(naive):
-                if instant > after and (best is None or instant < best):
-                    best = instant
+            early, late = self._offsets(n)
+            if early == late:
+                candidate = (n - early).replace(tzinfo=UTC)
+            elif early > late:  # n occurs twice: the clocks went back
+                candidate = (n - early).replace(tzinfo=UTC)
+                if candidate <= after:  # after the first pass: only wildcards run again
+                    if spec.wildcard:
+                        candidate = (n - late).replace(tzinfo=UTC)
+                    else:
+                        start = self._fold(n, early, late)[1]
+                        continue
+            else:  # n does not exist: the clocks went forward over it
+                low, high = (n - late).replace(tzinfo=UTC), (n - early).replace(tzinfo=UTC)
+                transition = _transition(self.tz, low, high)
+                if spec.wildcard:  # cronie runs wildcard jobs at real times only
+                    start = (transition + late).replace(tzinfo=None)
+                    continue
+                candidate = transition  # fixed times run once, when the clocks jump
+            if best is None or candidate < best:
+                best = candidate
+            break
         if best is None:
             raise InvalidScheduleError(f"cron {self.expression!r} has no fire time after {after}")
         return best
 
-    def _instants(self, naive: datetime) -> List[datetime]:
-        """The UTC instants at which local wall time ``naive`` fires (0, 1 or 2 of them)."""
-        first = naive.replace(tzinfo=self.tz).astimezone(UTC)
-        second = naive.replace(tzinfo=self.tz, fold=1).astimezone(UTC)
-        if first == second:
-            return [first]
-        if first.astimezone(self.tz).replace(tzinfo=None) == naive:  # occurs twice
-            early, late = sorted((first, second))
-            return [early, late] if self._every_hour else [early]
-        return [_transition(self.tz, *sorted((first, second)))]  # does not exist
+    def _offsets(self, naive: datetime) -> Tuple[timedelta, timedelta]:
+        """The UTC offsets of wall time ``naive`` in its first and second occurrence
+        (equal unless it is repeated or skipped)."""
+        first = naive.replace(tzinfo=self.tz).utcoffset() or timedelta(0)
+        second = naive.replace(tzinfo=self.tz, fold=1).utcoffset() or timedelta(0)
+        return first, second
+
+    def _fold(
+        self, naive: datetime, early: timedelta, late: timedelta
+    ) -> Tuple[datetime, datetime]:
+        """The repeated wall times ``[start, end)`` around ``naive``, which is one of them."""
+        low, high = (naive - early).replace(tzinfo=UTC), (naive - late).replace(tzinfo=UTC)
+        transition = _transition(self.tz, low, high).replace(tzinfo=None)
+        return transition + late, transition + early
 
     def first_due(self, now: float) -> float:
         return self.next_fire(utc_datetime(now)).timestamp()
 
     def next_due(self, previous_due: float, now: float) -> Tuple[float, int]:
         nxt = self.next_fire(utc_datetime(previous_due))
-        missed = 0
+        if nxt.timestamp() > now:
+            return nxt.timestamp(), 0
         current = utc_datetime(now)
-        while nxt <= current:
-            missed += 1
-            if missed >= 1000:  # a long suspend: stop counting one by one
-                nxt = self.next_fire(current)
-                break
-            nxt = self.next_fire(nxt)
-        return nxt.timestamp(), missed
+        missed = self.count_fires(nxt, current + timedelta(microseconds=1))
+        return self.next_fire(current).timestamp(), missed
+
+    def count_fires(self, start: datetime, stop: datetime) -> int:
+        """How many fire times lie in ``[start, stop)``: counted, not enumerated, so a
+        day's pause of an every-second cron costs no more than a minute's."""
+        start, stop = start.astimezone(UTC), stop.astimezone(UTC)
+        if stop <= start:
+            return 0
+        spec, tz, total = self.spec, self.tz, 0
+        # Between two changes of the UTC offset, fires and wall times map one to one.
+        edges = [start, *_transitions(tz, start, stop), stop]
+        for low, high in zip(edges, edges[1:]):
+            offset = _offset(tz, low)
+            total += _cron.count_matches(spec, _wall(low, offset), _wall(high, offset))
+        if spec.wildcard:
+            return total  # wildcard jobs fire at every real time, and only then
+        for transition in edges[1:-1]:
+            before = _offset(tz, transition - timedelta(seconds=1))
+            after = _offset(tz, transition)
+            if after > before:
+                # Fixed times skipped by the jump fire once, at the jump (unless the wall
+                # time the clocks jump to fires then anyway).
+                jump_to = _wall(transition, after)
+                skipped = _cron.count_matches(spec, _wall(transition, before), jump_to)
+                if skipped and _cron.next_match(spec, jump_to) != jump_to:
+                    total += 1
+            elif after < before:  # the repeated wall times fire in their first pass only
+                end = min(transition + (before - after), stop)
+                total -= _cron.count_matches(spec, _wall(transition, after), _wall(end, after))
+        local = start.astimezone(tz)
+        naive = local.replace(tzinfo=None)
+        early, late = self._offsets(naive)
+        if local.fold and early > late and start not in edges[1:-1]:
+            # start is inside a second pass already
+            end = min(self._fold(naive, early, late)[1], _wall(stop, late))
+            total -= _cron.count_matches(spec, naive, end)
+        return total
 
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r}, tz={_tz_name(self.tz)!r})"
@@ -269,6 +308,26 @@ def utc_datetime(epoch: float) -> datetime:
 
 def _offset(tz: tzinfo, instant: datetime) -> timedelta:
     return instant.astimezone(tz).utcoffset() or timedelta(0)
+
+
+def _wall(instant: datetime, offset: timedelta) -> datetime:
+    return (instant + offset).replace(tzinfo=None)
+
+
+def _transitions(tz: tzinfo, start: datetime, stop: datetime) -> List[datetime]:
+    """The instants in ``[start, stop)`` at which ``tz`` changes its UTC offset (found
+    by comparing offsets a day apart: no zone changes twice within a day)."""
+    found: List[datetime] = []
+    low = start - timedelta(seconds=1)
+    offset = _offset(tz, low)
+    while low < stop:
+        high = min(low + timedelta(days=1), stop)
+        following = _offset(tz, high)
+        if following != offset:
+            found.append(_transition(tz, low, high))
+            offset = following
+        low = high
+    return [t for t in found if start <= t < stop]
 
 
 def _transition(tz: tzinfo, low: datetime, high: datetime) -> datetime:
@@ -291,12 +350,25 @@ def _tz_name(tz: tzinfo) -> str:
 # --- parsing and validation -------------------------------------------------------------
 
 
+MIN_INTERVAL = 0.001
+"""The shortest interval bgjobs accepts, in seconds (1 ms): shorter ones would only burn
+a core on timer bookkeeping."""
+
+MAX_INTERVAL = 100 * 365.25 * 86400
+"""The longest interval bgjobs accepts, in seconds (100 years): every due time must stay
+a representable date."""
+
+
 def parse_interval(job_id: str, interval: Interval) -> float:
-    """Seconds from a number or ``timedelta``; must be positive and finite."""
+    """Seconds from a number or ``timedelta``, between :data:`MIN_INTERVAL` and
+    :data:`MAX_INTERVAL`."""
     if isinstance(interval, timedelta):
         seconds = interval.total_seconds()
     elif isinstance(interval, (int, float)) and not isinstance(interval, bool):
-        seconds = float(interval)
+        try:
+            seconds = float(interval)
+        except OverflowError:  # an int too large for a float, like 10**400
+            seconds = math.inf
     else:
         raise InvalidScheduleError(
             f"job {job_id!r}: interval must be a number of seconds or a timedelta, "
@@ -305,9 +377,24 @@ def parse_interval(job_id: str, interval: Interval) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise InvalidScheduleError(
             f"job {job_id!r}: interval must be a positive, finite number of seconds, "
-            f"got {interval!r}"
+            f"got {_short_repr(interval)}"
+        )
+    if seconds < MIN_INTERVAL:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: interval {_short_repr(interval)} is shorter than the minimum "
+            f"of {MIN_INTERVAL:g} s"
+        )
+    if seconds > MAX_INTERVAL:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: interval {_short_repr(interval)} is longer than the maximum "
+            f"of 100 years ({MAX_INTERVAL:.0f} s)"
         )
     return seconds
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def resolve_timezone(job_id: str, tz: TimezoneArg, default: Optional[str] = None) -> tzinfo:
@@ -346,42 +433,22 @@ def parse_cron(job_id: str, expression: str, tz: tzinfo) -> CronSchedule:
     """Validate a cron expression and return its schedule.
 
     Accepted: 5 fields (``"0 9 * * *"``), 6 fields with seconds *first*
-    (``"*/30 * * * * *"``), and :data:`CRON_ALIASES`.
+    (``"*/30 * * * * *"``), and :data:`CRON_ALIASES`, read with cronie's rules (README,
+    "Cron rules"). An error names the job, the field, its allowed values and the token.
     """
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidScheduleError(
             f"job {job_id!r}: cron expression must be a non-empty string, got {expression!r}"
         )
-    text = " ".join(expression.split())
-    if text.startswith("@"):
-        if text.lower() not in CRON_ALIASES:
-            raise InvalidScheduleError(
-                f"job {job_id!r}: unknown cron alias {expression!r}; use one of "
-                f"{', '.join(CRON_ALIASES)}"
-            )
-        text = CRON_ALIASES[text.lower()]
-    count = len(text.split())
-    if count not in (5, 6):
-        raise InvalidScheduleError(
-            f"job {job_id!r}: cron expression {expression!r} has {count} fields; use 5 "
-            "('minute hour day month weekday'), 6 with seconds first, or an alias like @hourly"
-        )
-    from croniter import croniter
-
-    seconds_field = count == 6
-    if not croniter.is_valid(text, second_at_beginning=seconds_field):
-        raise InvalidScheduleError(
-            f"job {job_id!r}: invalid cron expression {expression!r}; expected 5 fields "
-            "('minute hour day month weekday'), 6 with seconds first, or an alias like @hourly"
-        )
-    schedule = CronSchedule(text, tz, seconds_field=seconds_field)
     try:
-        schedule.next_fire(datetime.now(UTC))
-    except Exception as exc:  # croniter raises its own types for impossible dates
+        spec = _cron.parse(expression)
+    except _cron.CronSyntaxError as exc:
         raise InvalidScheduleError(
-            f"job {job_id!r}: cron expression {expression!r} never fires ({exc})"
+            f"job {job_id!r}: invalid cron expression {_short_repr(expression)}: {exc}"
         ) from None
-    return schedule
+    text = expression.strip(" \t")
+    text = " ".join(_cron.CRON_ALIASES.get(text.lower(), text).split())
+    return CronSchedule(text, tz, seconds_field=spec.has_seconds)
 
 
 def to_five_field_cron(job_id: str, schedule: Schedule) -> str:

@@ -143,6 +143,11 @@ class Coordinator(ABC):
     def cancel(self, job: Job) -> None:
         """Give up ``job`` (stopped or replaced); its timer is already disarmed."""
 
+    def restore(self, job: Job, due: float) -> None:
+        """Take ``job`` up again after a failed replacement, its next fire at ``due`` if
+        this manager led it. Table lock held. By default, as :meth:`start` does."""
+        self.start(job)
+
     @abstractmethod
     def take_fire(self, job: Job, due: float) -> Optional[Fire]:
         """If this manager leads ``job``, take its fire at ``due`` and arm the next one.
@@ -182,6 +187,13 @@ class SoloCoordinator(Coordinator):
 
     def cancel(self, job: Job) -> None:
         pass  # nothing held beyond the timer
+
+    def restore(self, job: Job, due: float) -> None:
+        assert job.schedule is not None
+        now = self._owner._now(job)
+        if due <= now:  # passed while the replacement was tried: the grid's next
+            due, _ = job.schedule.next_due(due, now)
+        self._owner._arm(job, due)
 
     def try_claim(self, job: Job) -> bool:
         return True  # other processes run their own copies; the run lock is enough
