@@ -102,7 +102,9 @@ def parse(expression: str) -> CronSpec:
     if text.startswith("@"):
         alias = CRON_ALIASES.get(text.lower())
         if alias is None:
-            raise CronSyntaxError(f"unknown alias {text!r}; use one of {', '.join(CRON_ALIASES)}")
+            raise CronSyntaxError(
+                f"unknown cron alias {text!r}; use one of {', '.join(CRON_ALIASES)}"
+            )
         text = alias
     fields = re.split(r"[ \t]+", text)
     if len(fields) not in (5, 6):

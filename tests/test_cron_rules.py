@@ -82,7 +82,7 @@ def test_two_restricted_day_fields_are_ored() -> None:
         ("5/15 * * * *", "a step needs a range\\); write 5-59/15"),
         ("0 0 30 2 *", "never fires"),
         ("0 0 * * * * *", "7 fields"),
-        ("@reboot", "unknown alias '@reboot'"),
+        ("@reboot", "unknown cron alias '@reboot'"),
         ("0 0 * * mon-", "not a value, range"),
         ("0 9 * * ~", "random pick"),
         ("1,,2 * * * *", "an empty list item"),
@@ -184,3 +184,12 @@ def test_a_days_pause_of_an_every_second_cron_counts_every_missed_fire() -> None
     due = utc(2026, 1, 1).timestamp()
     nxt, missed = schedule.next_due(due, due + 86400)
     assert (nxt, missed) == (due + 86401, 86400)
+
+
+def test_a_registry_refuses_what_cron_would_refuse_at_declaration() -> None:
+    from bgjobs import JobRegistry
+
+    jobs = JobRegistry()
+    with pytest.raises(InvalidScheduleError, match=r"job 'odd'.*'L' \(last\) is not cron syntax"):
+        jobs.add_cron("odd", "Odd", lambda: None, "0 9 L * *")
+    assert "odd" not in jobs

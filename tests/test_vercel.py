@@ -85,7 +85,6 @@ def test_vercel_crons_uses_the_given_prefix() -> None:
         (lambda r: r.add_cron("odd", "Odd", noop, "0 9 * * MON-FRI"), "MON → 1"),
         (lambda r: r.add_cron("odd", "Odd", noop, "0 9 * JAN *"), "numbers"),
         (lambda r: r.add_cron("odd", "Odd", noop, "0 9 1 * 1"), "day of month and the day"),
-        (lambda r: r.add_cron("odd", "Odd", noop, "0 9 L * *"), "numbers"),
     ],
 )
 def test_vercel_crons_refuses_what_vercel_cannot_run_naming_the_job(
