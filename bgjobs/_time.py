@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-__all__ = ["freezegun_active", "monotonic", "utc_now", "wall_time"]
+__all__ = ["SUSPEND_CLOCK", "freezegun_active", "monotonic", "utc_now", "wall_time"]
 
 _FREEZEGUN = "freezegun.api"
 
@@ -37,14 +37,38 @@ def _unpatched_monotonic() -> Callable[[], float]:
     return read
 
 
+def _suspend_clock() -> Optional[int]:
+    """The ``clock_gettime`` clock that keeps counting while the machine is suspended:
+    ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on macOS (where :func:`time.monotonic`
+    stops during sleep, as it does on Linux); ``None`` elsewhere (Windows)."""
+    if not hasattr(time, "clock_gettime"):
+        return None
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        return int(time.CLOCK_BOOTTIME)
+    if sys.platform == "darwin" and hasattr(time, "CLOCK_MONOTONIC"):
+        return int(time.CLOCK_MONOTONIC)
+    return None
+
+
+SUSPEND_CLOCK = _suspend_clock()
+"""The clock :func:`monotonic` reads; ``None``: :func:`time.monotonic`, which may not count
+the time the machine was suspended."""
+
+
 class _Real:
     # freezegun swaps the real functions wherever a *module* attribute holds them; a class
     # attribute is out of its reach.
     monotonic = staticmethod(_unpatched_monotonic())
+    clock_gettime: Callable[[int], float] = staticmethod(
+        getattr(time, "clock_gettime", lambda clock: time.monotonic())
+    )
 
 
 def monotonic() -> float:
-    """Seconds on the real monotonic clock, even while freezegun freezes ``time.monotonic``."""
+    """Seconds on the real monotonic clock, counting suspend where the platform can
+    (:data:`SUSPEND_CLOCK`), even while freezegun freezes ``time.monotonic``."""
+    if SUSPEND_CLOCK is not None:
+        return _Real.clock_gettime(SUSPEND_CLOCK)
     return _Real.monotonic()
 
 

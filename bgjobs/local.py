@@ -75,6 +75,7 @@ from ._local.leadership import (
     CATCH_UP_WINDOW,
     DEFER_SECONDS,
     ELECTION_INTERVAL,
+    LATE,
     Coordinator,
     HostCoordinator,
     SoloCoordinator,
@@ -346,10 +347,14 @@ class LocalJobManager(BaseJobManager):
         self._coordinator.cancel(job)
 
     def _fire(self, job: Job, due: float) -> None:
+        with self._armed_lock:
+            handle = self._armed.get(job)  # this fire's timer, until the next one is armed
         fire = self._coordinator.take_fire(job, due)  # arms the next tick if this one runs
         if fire is None:
             return  # stopped, or another process leads the job now
         missed, reason = fire
+        if missed and reason == LATE:
+            reason = self._lateness(job, due, handle)
         self._skip_missed(job, missed, reason)
         if job.policy is not None and job.policy.misfire_grace is not None:
             late = self._now(job) - due - job.policy.jitter_offset(job.id, due)
@@ -368,6 +373,22 @@ class LocalJobManager(BaseJobManager):
             self.run_scheduled(job, scheduled_for)
         except Exception:  # a lock-file problem (job errors are handled by the core)
             logger.error("job %r: scheduled run failed to start", job.id, exc_info=True)
+
+    def _lateness(self, job: Job, due: float, handle: Optional[TimerHandle]) -> str:
+        """Why a fire came so late that due times passed: which of the two it was."""
+        late = self._now(job) - due
+        now = self._clock.monotonic()
+        handed_over = handle.handed_over if handle is not None and handle.due == due else None
+        waited = now - handed_over if handed_over is not None else 0.0
+        if waited > late / 2:
+            return (
+                f"every worker was busy: the fire waited {waited:.3g} s for one "
+                f"(max_workers={self.settings.max_workers})"
+            )
+        return (
+            f"its timer came up {late:.3g} s late: this process was paused (SIGSTOP, a "
+            "debugger), the machine suspended, or the clock stepped forward"
+        )
 
     def _skip_missed(self, job: Job, count: int, reason: str) -> None:
         """Count ``count`` due times that passed without a run (coalesced), log once."""

@@ -29,6 +29,7 @@ from typing import List, Optional, Protocol, Tuple
 
 from . import _cron, _time
 from ._cron import CRON_ALIASES, CronSpec
+from ._time import SUSPEND_CLOCK
 from .errors import InvalidScheduleError
 from .types import Interval, TimezoneArg
 
@@ -41,6 +42,7 @@ __all__ = [
     "IntervalSchedule",
     "OnceSchedule",
     "Schedule",
+    "SUSPEND_CLOCK",
     "SystemClock",
     "format_seconds",
     "parse_cron",
@@ -71,10 +73,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock: :func:`time.monotonic`, :func:`time.time` and real waits.
+    """The real clock: a monotonic clock that counts suspend, :func:`time.time` and real
+    waits.
 
-    The wall clock is read anew on every call, so freezegun's frozen or ticking time is
-    seen; the monotonic clock stays real under freezegun, so waits neither hang nor spin
+    ``monotonic()`` reads :data:`SUSPEND_CLOCK` where the platform has one, so an interval
+    job sees the time a laptop or VM spent suspended and counts the fires it missed. The
+    wall clock is read anew on every call, so freezegun's frozen or ticking time is seen;
+    the monotonic clock stays real under freezegun, so waits neither hang nor spin
     (:mod:`bgjobs._time`)."""
 
     def monotonic(self) -> float:
@@ -121,28 +126,49 @@ class Schedule(abc.ABC):
 
 
 class IntervalSchedule(Schedule):
-    """Every ``seconds``, on the grid ``start + k * seconds`` (like ``setInterval``)."""
+    """Every ``seconds``, on the grid ``anchor + k * seconds`` (like ``setInterval``).
+
+    The anchor is the time the job was scheduled (:meth:`first_due`) or, for a due time
+    not on this grid (one taken over from another process), that due time. Each due time
+    is computed from the anchor and its index, never by adding to the previous one, so
+    float error does not accumulate however long the job runs.
+    """
 
     wall_clock = False
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self._anchor: Optional[float] = None
 
     @property
     def description(self) -> str:
         return f"every {format_seconds(self.seconds)}"
 
     def first_due(self, now: float) -> float:
-        return now + self.seconds
+        self._anchor = now
+        return self._at(now, 1)
 
     def next_due(self, previous_due: float, now: float) -> Tuple[float, int]:
-        # Multiply rather than add repeatedly, so float error does not accumulate.
+        anchor, index = self._index(previous_due)
         missed = max(0, math.floor((now - previous_due) / self.seconds))
-        nxt = previous_due + (missed + 1) * self.seconds
-        if nxt <= now:  # float rounding at an exact boundary
+        nxt = self._at(anchor, index + missed + 1)
+        while nxt <= now:  # float rounding at an exact boundary: once at most
             missed += 1
-            nxt += self.seconds
+            nxt = self._at(anchor, index + missed + 1)
         return nxt, missed
+
+    def _at(self, anchor: float, index: int) -> float:
+        return anchor + index * self.seconds
+
+    def _index(self, due: float) -> Tuple[float, int]:
+        """``due``'s place on the grid: (anchor, k) with ``anchor + k * seconds == due``."""
+        anchor = self._anchor
+        if anchor is not None:
+            index = round((due - anchor) / self.seconds)
+            if index >= 0 and self._at(anchor, index) == due:
+                return anchor, index
+        self._anchor = due  # not on this grid: it becomes the grid
+        return due, 0
 
     def __repr__(self) -> str:
         return f"IntervalSchedule(seconds={self.seconds!r})"

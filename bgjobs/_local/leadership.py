@@ -62,6 +62,7 @@ __all__ = [
     "CATCH_UP_WINDOW",
     "DEFER_SECONDS",
     "ELECTION_INTERVAL",
+    "LATE",
     "Coordinator",
     "HostCoordinator",
     "JobLeadership",
@@ -80,7 +81,9 @@ DEFER_SECONDS = 1.5
 CATCH_UP_WINDOW = 30.0
 """A new leader runs a fire the previous one missed only if it was due this recently."""
 
-_OVERRUN = "they passed while the job was still running (or its timer was late)"
+LATE = "its timer came up late"
+"""The reason of a fire taken after due times passed unrun: its timer was late (the
+manager says why, see ``LocalJobManager._lateness``)."""
 _HANDOVER = "they passed while no process ran its schedule (coalesced into one run)"
 _MISFIRED = (
     "no process ran its schedule then, and they are older than its misfire_grace ({grace:g}s)"
@@ -213,7 +216,7 @@ class SoloCoordinator(Coordinator):
             return None
         nxt, missed = job.schedule.next_due(due, self._owner._now(job))
         self._owner._arm(job, nxt)
-        return missed, _OVERRUN
+        return missed, LATE
 
     def reinit_after_fork(self, live: List[Job], dues: Mapping[Job, float]) -> None:
         """Re-arm on the parent's due times: both processes now run the jobs (warned)."""
@@ -320,7 +323,7 @@ class HostCoordinator(Coordinator):
             # Record first: a successor starts after this fire, so it never runs twice.
             self._write_record(job, leadership, nxt)
             self._owner._arm(job, nxt)
-            reason = _HANDOVER if leadership.catching_up else _OVERRUN
+            reason = _HANDOVER if leadership.catching_up else LATE
             leadership.catching_up = False
         return missed, reason
 

@@ -73,7 +73,7 @@ def _recheck() -> float:
 class TimerHandle:
     """One armed timer: fires ``callback(*args)`` at ``due``, unless cancelled first."""
 
-    __slots__ = ("_key", "args", "callback", "cancelled", "due", "wall_clock")
+    __slots__ = ("_key", "args", "callback", "cancelled", "due", "handed_over", "wall_clock")
 
     def __init__(
         self, due: float, wall_clock: bool, callback: Callable[..., None], args: Tuple[Any, ...]
@@ -85,6 +85,9 @@ class TimerHandle:
         self.args = args
         self.cancelled = False
         self._key = 0.0  # the due time on the monotonic clock: the heap's order
+        #: When the waiting thread handed the fire to the pool (monotonic clock), or None:
+        #: ``handed_over - due`` is how late the timer came up, the rest is the pool's wait.
+        self.handed_over: Optional[float] = None
 
     def cancel(self) -> None:
         """Never fire. Idempotent; the heap entry is dropped when it comes up."""
@@ -256,6 +259,7 @@ class TimerQueue:
                     if handle._key <= self._clock.monotonic():
                         self._wait(self._cond, min(early, _recheck()))
                     continue
+                handle.handed_over = self._clock.monotonic()
                 return handle
             self._wait(self._cond, min(remaining, _recheck()))
 
