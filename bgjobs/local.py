@@ -330,7 +330,7 @@ class LocalJobManager(BaseJobManager):
             tick = self._armed.pop(job, None)
             if tick is not None:
                 # Kept for _restore; one per id, so the table's size bounds it.
-                self._disarmed[job.id] = (job, tick.due)
+                self._disarmed[job.id] = (job, _grid_due(tick))
         if tick is not None:
             tick.cancel()
 
@@ -378,7 +378,8 @@ class LocalJobManager(BaseJobManager):
         """Why a fire came so late that due times passed: which of the two it was."""
         late = self._now(job) - due
         now = self._clock.monotonic()
-        handed_over = handle.handed_over if handle is not None and handle.due == due else None
+        mine = handle is not None and _grid_due(handle) == due
+        handed_over = handle.handed_over if handle is not None and mine else None
         waited = now - handed_over if handed_over is not None else 0.0
         if waited > late / 2:
             return (
@@ -429,7 +430,9 @@ class LocalJobManager(BaseJobManager):
             for job in self._jobs.values()
             if not (job.stopped or self._closed or job.schedule is None)
         ]
-        self._coordinator.reinit_after_fork(live, {job: tick.due for job, tick in armed.items()})
+        self._coordinator.reinit_after_fork(
+            live, {job: _grid_due(tick) for job, tick in armed.items()}
+        )
 
 
 def _job_of(handle: TimerHandle) -> Optional[Job]:
@@ -451,6 +454,13 @@ def _describe_exit(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit({exc.code!r})"
     return type(exc).__name__
+
+
+def _grid_due(tick: TimerHandle) -> float:
+    """The schedule's due time a tick stands for (its own ``due`` may carry jitter): the
+    ``due`` argument :meth:`LocalJobManager._arm` gave it."""
+    due: float = tick.args[-1]
+    return due
 
 
 def _check_max_workers(value: object) -> None:

@@ -4,7 +4,8 @@ a failed replacement puts the old job back exactly as it was (issues 11 and 12).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import pytest
 from support_clock import ManualClock
@@ -106,10 +107,35 @@ def test_a_failed_replacement_keeps_the_old_jobs_grid(
     assert (after.name, after.next_run) == ("Keep", before.next_run)
 
 
+@pytest.mark.parametrize("jitter", [None, 2.0], ids=["plain", "jitter"])
+@pytest.mark.parametrize("shared", [False, True], ids=["solo", "state-dir"])
 def test_a_replacement_failing_while_starting_restores_the_old_due_time_exactly(
-    manual_manager: LocalJobManager, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    shared: bool,
+    jitter: Optional[float],
 ) -> None:
-    manual_manager.schedule_job("keep", "Keep", noop, 10)
+    manual_manager = LocalJobManager(
+        clock=clock,
+        env={} if shared else {"BGJOBS_STATE_DIR": ""},
+        max_workers=1,
+        state_dir=tmp_path if shared else None,
+    )
+    assert (manual_manager.state_dir is not None) == shared
+    try:
+        _fail_a_replacement(manual_manager, clock, monkeypatch, jitter)
+    finally:
+        manual_manager.shutdown(timeout=5)
+
+
+def _fail_a_replacement(
+    manual_manager: LocalJobManager,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    jitter: Optional[float],
+) -> None:
+    manual_manager.schedule_job("keep", "Keep", noop, 10, jitter=jitter)
     before = manual_manager.get_job_status("keep")
     armed_before = {job.id: handle.due for job, handle in manual_manager._armed.items()}
     clock.advance(3)

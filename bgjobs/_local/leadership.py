@@ -192,10 +192,8 @@ class SoloCoordinator(Coordinator):
         pass  # nothing held beyond the timer
 
     def restore(self, job: Job, due: float) -> None:
-        assert job.schedule is not None
-        now = self._owner._now(job)
-        if due <= now:  # passed while the replacement was tried: the grid's next
-            due, _ = job.schedule.next_due(due, now)
+        # A due time that passed while the replacement was tried fires at once, late, as
+        # any late timer does.
         self._owner._arm(job, due)
 
     def try_claim(self, job: Job) -> bool:
@@ -249,6 +247,7 @@ class JobLeadership:
         self.free_since: Optional[float] = None  # a deferring process's first free probe
         self.problem: Optional[str] = None  # last election error logged (logged once)
         self.catching_up = False  # the armed tick runs a fire missed during a hand-over
+        self.restore_due: Optional[float] = None  # a failed replacement's job: its due time
 
 
 class HostCoordinator(Coordinator):
@@ -299,6 +298,14 @@ class HostCoordinator(Coordinator):
                 self._resign(leadership)
                 raise
         self._ensure_elector()
+
+    def restore(self, job: Job, due: float) -> None:
+        leadership = self._leadership(job.id)
+        leadership.restore_due = due
+        try:
+            self.start(job)
+        finally:
+            leadership.restore_due = None
 
     def cancel(self, job: Job) -> None:
         leadership = self.leaderships.get(job.id)
@@ -364,8 +371,10 @@ class HostCoordinator(Coordinator):
         """The first due time a new leader arms (see "Which fire is which" above)."""
         schedule = job.schedule
         assert schedule is not None
-        record = self._read_record(leadership)
         now = self._owner._now(job)
+        if leadership.restore_due is not None:  # put back as it was: the same grid
+            return leadership.restore_due
+        record = self._read_record(leadership)
         fresh = schedule.first_due(now)
         if record is None or record.get("schedule") != schedule.description:
             return fresh
