@@ -154,7 +154,7 @@ def _parse_item(item: str, token: str, field: _Field) -> range:
         raise CronSyntaxError(f"{where}: '~' (cronie's random pick) is not supported")
     match = _ITEM.fullmatch(item)
     if match is None:
-        _refuse_foreign(item, where, allowed)
+        _refuse_foreign(item, where, allowed, field)
         if not item:
             raise CronSyntaxError(f"{where}: an empty list item")
         raise CronSyntaxError(
@@ -205,17 +205,19 @@ def _value(text: str, where: str, allowed: str, field: _Field) -> int:
     elif text.lower() in field.names:
         return field.low + field.names.index(text.lower())
     else:
-        _refuse_foreign(text, where, allowed)
+        _refuse_foreign(text, where, allowed, field)
         raise CronSyntaxError(f"{where}: {_short(text)} is not a value; values are {allowed}")
     if not field.low <= value <= field.high:
         raise CronSyntaxError(f"{where}: {_short(text)} is out of range; values are {allowed}")
     return value
 
 
-def _refuse_foreign(text: str, where: str, allowed: str) -> None:
-    """Name Quartz's L, W, # and ? (croniter takes some of them) if ``text`` has one."""
+def _refuse_foreign(text: str, where: str, allowed: str, field: _Field) -> None:
+    """Name Quartz's L, W, # and ? (croniter takes some of them) if ``text`` has one
+    (outside the field's names: ``jul`` and ``wed`` are fine)."""
+    rest = re.sub("[A-Za-z]+", lambda m: "" if m[0].lower() in field.names else m[0], text)
     for char, what in _FOREIGN.items():
-        if char in text.upper():
+        if char in rest.upper():
             raise CronSyntaxError(
                 f"{where}: {what} is not cron syntax (cronie has no L, W, # or ?); "
                 f"use values {allowed}"

@@ -84,6 +84,8 @@ def test_two_restricted_day_fields_are_ored() -> None:
         ("0 0 * * * * *", "7 fields"),
         ("@reboot", "unknown cron alias '@reboot'"),
         ("0 0 * * mon-", "not a value, range"),
+        ("0 0 * jul- *", "month field 'jul-': 'jul-' is not a value, range"),
+        ("0 0 * * WED#2", "'#' \\(nth weekday\\)"),
         ("0 9 * * ~", "random pick"),
         ("1,,2 * * * *", "an empty list item"),
     ],
