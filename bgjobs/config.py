@@ -39,6 +39,8 @@ key                            meaning (default)
 ``TRIGGER_DEV_BRANCH``         a development key's branch, if any
 ``TRIGGER_DEV_TASK_ID``        the dispatcher task's id (``bgjobs-dispatch``)
 ``TRIGGER_DEV_MAX_ATTEMPTS``   attempts of each Trigger.dev API call, the first included (5)
+``TRIGGER_DEV_REGISTER_ON_START``  register schedules when jobs are scheduled (on)
+``TRIGGER_DEV_REGISTRY_STAMP``  keep the registry stamp on Trigger.dev (on)
 =============================  ===========================================================
 
 The module-level readers (:func:`get_scheduling_mode`, :func:`get_trigger_dev_config`,
@@ -346,6 +348,12 @@ class Settings:
     trigger_dev: TriggerDevConfig = field(default_factory=TriggerDevConfig)
     task_id: str = DEFAULT_TASK_ID
     trigger_dev_max_attempts: int = DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
+    trigger_dev_register_on_start: bool = True
+    """``TRIGGER_DEV_REGISTER_ON_START``: register schedules in the background when jobs
+    are scheduled (off: only ``sync()``/``bgjobs sync``, the deploy step, registers)."""
+    trigger_dev_registry_stamp: bool = True
+    """``TRIGGER_DEV_REGISTRY_STAMP``: keep the registry stamp on Trigger.dev, so start-up
+    registration skips what is registered and never puts an older schedule back."""
     history_runs: int = DEFAULT_HISTORY_RUNS
     """Runs kept per job in the state store (``BGJOBS_HISTORY_RUNS``)."""
     history_days: int = DEFAULT_HISTORY_DAYS
@@ -374,6 +382,8 @@ class Settings:
             trigger_dev_max_attempts=_whole_number(
                 source, "TRIGGER_DEV_MAX_ATTEMPTS", DEFAULT_TRIGGER_DEV_MAX_ATTEMPTS
             ),
+            trigger_dev_register_on_start=_flag(source, "TRIGGER_DEV_REGISTER_ON_START", True),
+            trigger_dev_registry_stamp=_flag(source, "TRIGGER_DEV_REGISTRY_STAMP", True),
         )
 
     @classmethod

@@ -44,6 +44,7 @@ from typing import Any, Dict, FrozenSet, List, Literal, Mapping, Optional, Set, 
 import requests
 
 from . import _time
+from . import _trigger_stamp as stamp
 from ._trigger_keys import key_environment
 from ._trigger_zones import server_zone
 from .config import DEFAULT_TASK_ID, Settings
@@ -195,6 +196,10 @@ class TriggerDevJobManager(BaseJobManager):
         # only the registration thread reads it. And the renames already logged.
         self._server_zones: Optional[FrozenSet[str]] = None
         self._zones_logged: Set[Tuple[str, str]] = set()
+        # The registry stamp's histories, read once per batch (None: read when needed),
+        # and whether its marker schedule exists; only the registration thread uses them.
+        self._stamps: Optional[Dict[str, List[str]]] = None
+        self._stamp_exists = False
 
     def _new_client(self, session: Optional[requests.Session] = None) -> TriggerDevClient:
         assert self.config.api_key is not None  # checked in __init__
@@ -267,6 +272,13 @@ class TriggerDevJobManager(BaseJobManager):
             self._registrations[job.id] = registration
             previous = self._queue.get(job.id)
             forced = previous.forced if previous is not None else False
+            if not forced and not self.settings.trigger_dev_register_on_start:
+                # Start-up registration is off (the deploy step, `bgjobs sync`, does it):
+                # recorded only; sync() registers it.
+                if previous is not None:
+                    del self._queue[job.id]
+                registration.state = "deferred"
+                return
             # Keyed by id: a job rescheduled before its turn is registered once, as last set.
             self._queue[job.id] = _QueueEntry(job, registration, forced)
             try:
@@ -300,6 +312,7 @@ class TriggerDevJobManager(BaseJobManager):
                 return False  # replaced after a fork or a crash: leave the queue to it
             if not self._queue:
                 self._worker = None
+                self._stamps = None  # the next batch reads the registry stamp again
                 self._sync_lock.notify_all()
                 return False
             job_id = next(iter(self._queue))
@@ -311,7 +324,7 @@ class TriggerDevJobManager(BaseJobManager):
             registration.state = "running"
         try:
             if entry.forced or not job.stopped:
-                self._register(job, registration)
+                self._register(job, registration, entry.forced)
         finally:
             with self._sync_lock:
                 if self._in_flight is entry:
@@ -345,10 +358,13 @@ class TriggerDevJobManager(BaseJobManager):
                 self._worker = None
             self._sync_lock.notify_all()
 
-    def _register(self, job: Job, registration: _Registration) -> None:
+    def _register(self, job: Job, registration: _Registration, forced: bool = True) -> None:
         with self._sync_lock:
             self._attempts += 1
             registration.attempt = self._attempts
+        mark = stamp.fingerprint(self.task_id, registration.cron, registration.tz)
+        if not forced and self._stamp_verdict(job, registration, mark) != "register":
+            return
         try:
             outcome, remote = self._upsert(job.id, registration)
         except Exception as exc:  # a bug or an odd response must not kill the worker
@@ -374,6 +390,78 @@ class TriggerDevJobManager(BaseJobManager):
         job.set_sync_error(None)
         job.set_next_run(next_run)
         logger.info("Trigger.dev schedule for job %r: %s", job.id, outcome)
+        self._stamp(job.id, mark)
+
+    # -- the registry stamp (see bgjobs._trigger_stamp) ------------------------------------
+
+    def _read_stamps(self) -> Optional[Dict[str, List[str]]]:
+        """The stamp's per-job histories (read once per batch); ``None`` if unusable."""
+        if not self.settings.trigger_dev_registry_stamp:
+            return None
+        if self._stamps is None:
+            try:
+                marker = self.client.retrieve_schedule(stamp.marker_key(self.config.scope))
+            except TriggerDevError as exc:
+                logger.warning("could not read the bgjobs registry stamp on Trigger.dev: %s", exc)
+                return None
+            self._stamps = stamp.decode(marker.get("externalId")) if marker else {}
+            self._stamp_exists = marker is not None
+        return self._stamps
+
+    def _stamp_verdict(self, job: Job, registration: _Registration, mark: str) -> stamp.Verdict:
+        """A start-up registration: send it, skip it (already this schedule), or refuse it
+        (an older registry's). Never raises: without the stamp, everything is sent."""
+        stamps = self._read_stamps()
+        verdict = stamp.verdict(stamps.get(job.id, []), mark) if stamps is not None else "register"
+        if verdict == "current":
+            with self._sync_lock:
+                registration.state, registration.outcome = "done", "unchanged"
+                registration.error = None
+            job.set_sync_error(None)
+            self._roll_next_run(job, registration.cron_schedule(job.id), fill_unknown=True)
+            logger.debug("Trigger.dev schedule for job %r: already registered", job.id)
+        elif verdict == "older":
+            # Left "running": the worker marks it deferred, and an explicit sync() sends it.
+            message = (
+                "not registered at start-up: a newer registry has registered another "
+                "schedule for this job on Trigger.dev (a rolling deploy?); `bgjobs sync` "
+                "registers this one anyway"
+            )
+            logger.warning("job %r: %s", job.id, message)
+            job.set_sync_error(message)
+        return verdict
+
+    def _stamp(self, job_id: str, mark: str) -> None:
+        """Record ``mark`` as the job's latest schedule in the registry stamp."""
+        stamps = self._read_stamps()
+        if stamps is None:
+            return
+        history = stamps.get(job_id, [])
+        if history and history[-1] == mark:
+            return
+        updated = {**stamps, job_id: stamp.stamped(history, mark)}
+        key = stamp.marker_key(self.config.scope)
+        text = stamp.encode(updated)
+        try:
+            if self._stamp_exists:
+                self.client.update_schedule(
+                    key, self.task_id, stamp.MARKER_CRON, external_id=text, timezone="UTC"
+                )
+            else:
+                self.client.create_schedule(
+                    self.task_id,
+                    stamp.MARKER_CRON,
+                    external_id=text,
+                    deduplication_key=key,
+                    timezone="UTC",
+                )
+                # Inactive: it never fires and does not count against the plan's limit.
+                self.client.deactivate_schedule(key)
+                self._stamp_exists = True
+        except TriggerDevError as exc:
+            logger.warning("could not update the bgjobs registry stamp on Trigger.dev: %s", exc)
+            return
+        self._stamps = updated
 
     def _server_tz(self, job_id: str, tz: str) -> str:
         """The name the server accepts for ``tz``; raises if it has none for the zone."""
@@ -477,6 +565,7 @@ class TriggerDevJobManager(BaseJobManager):
         """
         deadline = None if timeout is None else _time.monotonic() + max(0.0, timeout)
         self._server_zones = None  # read the server's time zones again, once
+        self._stamps = None  # and the registry stamp
         with self._sync_lock:
             mark = self._attempts
         while True:

@@ -53,7 +53,9 @@ def make_manager(
     config = TriggerDevConfig(
         enabled=True, api_key=key, api_url=fake.url, environment=environment, branch=branch
     )
-    kwargs.setdefault("env", {})
+    # The registry stamp (a marker schedule and its requests) is off unless a test asks
+    # for it: most tests count requests and schedules (test_triggerdev_stamp.py tests it).
+    kwargs["env"] = {"TRIGGER_DEV_REGISTRY_STAMP": "0", **kwargs.get("env", {})}
     client = client or fast_client(fake, api_key=key, branch=branch)
     return TriggerDevJobManager(config, client=client, **kwargs)
 
@@ -66,6 +68,7 @@ def trigger_env(fake: FakeTriggerDev, **extra: str) -> Dict[str, str]:
         "TRIGGER_DEV_API_URL": fake.url,
         "BGJOBS_ENV": "production",
         "TRIGGER_DEV_ENVIRONMENT": "production",
+        "TRIGGER_DEV_REGISTRY_STAMP": "0",  # see make_manager
         **extra,
     }
 
