@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import Dict, List
 
@@ -231,6 +232,12 @@ def test_the_example_requirements_install_the_wheel_the_readme_builds(tmp_path: 
     # Vercel accepts a local path in requirements.txt only as a wheel's own file name.
     assert requirement == f"./wheels/{wheel.name}"
     assert wheel.name == f"bgjobs-{_version()}-py3-none-any.whl"
+    # Vercel resolves the rest from the wheel's own metadata.
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"bgjobs-{_version()}.dist-info/METADATA").decode()
+    requires = [line[len("Requires-Dist: "):] for line in metadata.splitlines()
+                if line.startswith("Requires-Dist: ") and "extra ==" not in line]
+    assert sorted(requires) == sorted(_install_requires())
     assert "--wheel-dir examples/vercel_app/wheels ." in README.read_text()
 
     deployed = tmp_path / "deployed"
