@@ -17,7 +17,6 @@ import atexit
 import logging
 import os
 import threading
-import time
 import weakref
 from typing import Any, Callable, List, Optional
 
@@ -25,8 +24,11 @@ __all__ = ["GroupCommit", "Write"]
 
 logger = logging.getLogger("bgjobs.store")
 
-LINGER = 0.002
-"""Seconds the writer pauses between two batches while writes keep arriving."""
+WINDOW = 0.005
+"""Seconds the writer lets records gather before it writes them, unless someone waits for
+one (a claim, a finish someone is waiting for, a read): records of a burst of fires share a
+transaction instead of each waking the writer, and other processes find the file's write
+lock free between batches."""
 
 
 class Write:
@@ -71,6 +73,7 @@ class GroupCommit:
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
         self._closing = False
+        self._urgent = False  # someone waits for what is queued: write it without a window
 
     def reinit_after_fork(self) -> None:
         """In a forked child: the parent writes what was queued; start empty."""
@@ -89,7 +92,10 @@ class GroupCommit:
                 self._queued += 1
                 if self._thread is None:
                     self._start()
-                self._cond.notify()
+                if write.done is not None:
+                    self._urgent = True
+                if self._urgent or len(self._queue) == 1:  # else the writer is awake already
+                    self._cond.notify()
                 return
         self._write([write])  # closed: done here (the store drops and counts it)
 
@@ -114,6 +120,9 @@ class GroupCommit:
             return True
         with self._cond:
             target = self._queued
+            if self._written < target:
+                self._urgent = True
+                self._cond.notify()
             return self._cond.wait_for(
                 lambda: self._written >= target or self._thread is None,
                 self._wait_timeout if timeout is None else timeout,
@@ -141,7 +150,10 @@ class GroupCommit:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
+                if not (self._urgent or self._closing):
+                    self._cond.wait_for(lambda: self._urgent or self._closing, WINDOW)
                 batch, self._queue = self._queue, []
+                self._urgent = False
                 if not batch:  # closing, and everything is written
                     self._thread = None
                     self._cond.notify_all()
@@ -150,12 +162,6 @@ class GroupCommit:
             with self._cond:
                 self._written += len(batch)
                 self._cond.notify_all()
-                busy = bool(self._queue) and not self._closing
-            if busy:
-                # Under sustained load, leave the file's write lock free for a moment:
-                # back-to-back transactions would starve other processes, whose SQLite
-                # busy handlers only poll (and the pause makes the next batch bigger).
-                time.sleep(LINGER)
 
     def _write(self, batch: List[Write]) -> None:
         try:
