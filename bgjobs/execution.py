@@ -1246,10 +1246,14 @@ class BaseJobManager(BackgroundJobManager):
 
     def _passed_deadline(self, job: Job, handle: RunHandle, timeout: float) -> None:
         """``handle``'s run has just passed its timeout: flag it, ask it to stop, say so."""
-        handle.timed_out = True
-        job._flag_timed_out()
-        handle.cancel()
         run = handle.run
+        with self._idle:
+            # A deadline thread that fired as the run ended must not flag the job's next run.
+            if self._handles.get(run.run_id) is not handle:
+                return
+            handle.timed_out = True
+            job._flag_timed_out()
+        handle.cancel()
         logger.warning(
             "job %r (%s): run %s passed its %gs timeout and still runs; "
             "current_run().cancelled is set. bgjobs never kills a thread: the job keeps "

@@ -206,3 +206,18 @@ def test_bad_retries_name_the_job(manager: LocalJobManager, bad: object) -> None
 def test_a_negative_backoff_names_the_job(manager: LocalJobManager) -> None:
     with pytest.raises(InvalidScheduleError, match=r"job 'j': retry_backoff must be"):
         manager.schedule_job("j", "J", lambda: None, 60, retries=1, retry_backoff=-1)
+
+
+def test_a_paused_jobs_pending_retry_does_not_run(
+    clock: ManualClock, two_workers: LocalJobManager
+) -> None:
+    job = Flaky(failures=99)
+    two_workers.schedule_job("j", "J", job, 600, retries=3, retry_backoff=10)
+    clock.advance(600)
+    assert wait_until(lambda: job.calls() == 1) and retry_armed(two_workers)
+    two_workers.pause_job("j")
+    clock.advance(10)
+    assert wait_until(lambda: not two_workers._retries)
+    assert two_workers.wait_idle(5)
+    assert job.calls() == 1
+    assert not two_workers._job("j").run_lock.locked()  # type: ignore[union-attr]
