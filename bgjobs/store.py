@@ -956,7 +956,7 @@ class SQLiteStore(StateStore):
 
         def op(conn: sqlite3.Connection) -> List[JobRun]:
             with _WriteTransaction(conn):
-                return [r for r in ended if _finish_in_transaction(conn, r, insert_missing=False)]
+                return [r for r in ended if _abandon_in_transaction(conn, r)]
 
         return self._call(op, [], write=True)
 
@@ -1433,37 +1433,16 @@ def _run_from_row(row: Any) -> JobRun:
     )
 
 
-def _finish_in_transaction(conn: sqlite3.Connection, run: JobRun, *, insert_missing: bool) -> bool:
-    """Store a finished run and count it; ``False`` if it was already finished (or, with
-    ``insert_missing`` false, unknown). Caller holds a write transaction."""
+def _abandon_in_transaction(conn: sqlite3.Connection, run: JobRun) -> bool:
+    """Mark a run still on record as ``running`` finished (abandoned) and count it;
+    ``False`` if it finished meanwhile. Caller holds a write transaction."""
     cur = conn.execute(
         "UPDATE runs SET finished = ?, duration = ?, outcome = ?, error = ?, traceback = ? "
         "WHERE run_id = ? AND outcome = 'running'",
         (_opt_ts(run.finished), run.duration, run.outcome, run.error, run.traceback, run.run_id),
     )
     if cur.rowcount == 0:
-        if not insert_missing:
-            return False
-        cur = conn.execute(
-            f"INSERT OR IGNORE INTO runs ({_RUN_COLUMNS}) VALUES ({_marks(13)})",
-            (
-                run.run_id,
-                run.job_id,
-                run.trigger,
-                _opt_ts(run.scheduled_for),
-                _ts(run.started),
-                _opt_ts(run.finished),
-                run.duration,
-                run.outcome,
-                run.error,
-                run.traceback,
-                run.attempt,
-                run.pid,
-                run.host,
-            ),
-        )
-        if cur.rowcount == 0:
-            return False  # finished before (e.g. abandoned): recorded once, counted once
+        return False
     row = conn.execute(
         f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (run.job_id,)
     ).fetchone()
