@@ -68,7 +68,7 @@ import math
 import os
 import threading
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._local.hostlock import LockDirectory
 from ._local.leadership import (
@@ -211,19 +211,22 @@ class LocalJobManager(BaseJobManager):
             len(waits),
             STARVED_AFTER,
             _list_jobs(waits, "{} ({:.1f}s)"),
-            _list_jobs(self._runs_on(workers), "{} (for {:.1f}s)"),
+            _list_jobs(self._runs_on(workers), "{} (for {:.1f}s{})"),
         )
 
-    def _runs_on(self, threads: List[int]) -> List[Tuple[str, float]]:
-        """(job id, seconds it has run) of the runs going on ``threads``, longest first."""
+    def _runs_on(self, threads: List[int]) -> List[Tuple[str, float, str]]:
+        """(job id, seconds it has run, ``", past its timeout"`` or ``""``) of the runs
+        going on ``threads``, longest first."""
         with self._idle:
             job_ids = [self._running[ident] for ident in threads if ident in self._running]
         now = self._clock.time()
         runs = []
         for job_id in job_ids:
             job = self._job(job_id)
-            started = job.snapshot().last_run if job is not None else None
-            runs.append((job_id, now - started.timestamp() if started is not None else 0.0))
+            status = job.snapshot() if job is not None else None
+            started = status.last_run if status is not None else None
+            late = ", past its timeout" if status is not None and status.timed_out else ""
+            runs.append((job_id, now - started.timestamp() if started is not None else 0.0, late))
         return sorted(runs, key=lambda run: -run[1])
 
     def _waiting_for_worker(self) -> Dict[str, datetime]:
@@ -441,11 +444,12 @@ def _job_of(handle: TimerHandle) -> Optional[Job]:
     return job if isinstance(job, Job) else None
 
 
-def _list_jobs(entries: List[Tuple[str, float]], form: str, most: int = 10) -> str:
-    """``'a' (1.2s), 'b' (0.4s) and 3 more``, or ``none``."""
+def _list_jobs(entries: Sequence[Tuple[Any, ...]], form: str, most: int = 10) -> str:
+    """``'a' (1.2s), 'b' (0.4s) and 3 more``, or ``none``: each entry is a job id and the
+    rest of ``form``'s fields."""
     if not entries:
         return "none"
-    shown = ", ".join(form.format(repr(job_id), seconds) for job_id, seconds in entries[:most])
+    shown = ", ".join(form.format(repr(job_id), *rest) for job_id, *rest in entries[:most])
     more = len(entries) - most
     return f"{shown} and {more} more" if more > 0 else shown
 

@@ -191,3 +191,30 @@ def test_ten_hung_jobs_and_a_heartbeat_the_reported_case_in_real_time(
     finally:
         hung.release.set()
         manager.shutdown(timeout=10)
+
+
+def test_the_warning_says_which_runs_occupying_the_pool_are_past_their_timeout(
+    clock: ManualClock, hung: Hung, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = LocalJobManager(clock=clock, env={}, max_workers=1)
+    try:
+        manager.schedule_job("stuck", "Stuck", hung.job("stuck"), 10, timeout=0.5)
+        manager.schedule_job("beat", "Heartbeat", lambda: None, 10)
+        with caplog.at_level(logging.WARNING, logger="bgjobs"):
+            clock.advance(10)
+            assert hung.started["stuck"].wait(10)
+            assert _until(lambda: manager._timers.waiting())
+            clock.advance(0.5)
+
+            def timed_out() -> bool:
+                status = manager.get_job_status("stuck")
+                return status is not None and status.timed_out
+
+            assert _until(timed_out)
+            clock.advance(STARVED_AFTER - 0.5)
+            assert _until(lambda: _warnings(caplog))
+        (message,) = _warnings(caplog)
+        assert "running 'stuck' (for 1.0s, past its timeout)" in message
+    finally:
+        hung.release.set()
+        manager.shutdown(timeout=10)
