@@ -57,7 +57,11 @@ def _wait_for_exit(pid: int, timeout: float) -> Optional[int]:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
 @pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # on purpose, 3.12+
-def test_a_child_forked_by_a_job_ends_with_its_sys_exit_status(tmp_path: Path) -> None:
+@pytest.mark.parametrize("started_by", ["schedule", "async-dispatch"])
+def test_a_child_forked_by_a_job_ends_with_its_sys_exit_status(
+    tmp_path: Path, started_by: str
+) -> None:
+    """On a pool worker (a scheduled run) and on a dispatch thread (HTTP respond-async)."""
     children: List[int] = []
     forked = threading.Event()
     marker = tmp_path / "child-exit-handlers-ran"
@@ -76,7 +80,11 @@ def test_a_child_forked_by_a_job_ends_with_its_sys_exit_status(tmp_path: Path) -
 
     manager = LocalJobManager(env={})
     try:
-        manager.schedule_job("forker", "Forker", forks, 0.05)
+        if started_by == "schedule":
+            manager.schedule_job("forker", "Forker", forks, 0.05)
+        else:
+            manager.schedule_job("forker", "Forker", forks, 3600)
+            assert manager.dispatch("forker", background=True).outcome == "accepted"
         assert forked.wait(10)
         deadline = time.monotonic() + 10
         while not children and time.monotonic() < deadline:
