@@ -87,7 +87,7 @@ def _check(
         fires = _next_fires(fires_by, now, count)
     except InvalidScheduleError as exc:
         return JobCheck(definition.id, described, problem=_one_line(str(exc)))
-    except Exception as exc:  # a schedule that breaks croniter: still one line, named
+    except Exception as exc:  # a schedule that breaks the cron maths: still one line, named
         problem = f"job {definition.id!r}: {described} cannot be evaluated ({exc})"
         return JobCheck(definition.id, described, problem=_one_line(problem))
     return JobCheck(definition.id, described, runs_as=runs_as, next_fires=fires)

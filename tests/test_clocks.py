@@ -4,13 +4,17 @@ suspend, missed fires counted exactly and attributed, due times exactly on their
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Callable, List
 
 import pytest
 from freezegun import freeze_time
 from support_clock import ManualClock
+from support_mp import python_script, read_line, wait_for
 
 from bgjobs import LocalJobManager
 from bgjobs.schedules import SUSPEND_CLOCK, IntervalSchedule, SystemClock
@@ -167,3 +171,24 @@ def test_a_due_time_from_another_grid_becomes_the_anchor() -> None:
     schedule.first_due(0.0)
     assert schedule.next_due(5.0, 5.0) == (15.0, 0)  # taken over: that grid, from then on
     assert schedule.next_due(15.0, 15.0) == (25.0, 0)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="POSIX signals")
+def test_a_process_paused_with_sigstop_runs_once_and_says_its_timer_was_late(
+    tmp_path: Path,
+) -> None:
+    # Real time: the one scenario a manual clock cannot play (a real SIGSTOP and SIGCONT).
+    log = tmp_path / "stderr.log"
+    with python_script("paused.py", log=log) as proc:
+        assert read_line(proc, 10).startswith("run")
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(1.5)  # 7 due times pass while it is stopped
+        os.kill(proc.pid, signal.SIGCONT)
+        skips = 0
+        while skips == 0:
+            skips = int(read_line(proc, 10).split()[1])
+        assert 5 <= skips <= 9
+        assert wait_for(lambda: "skipped" in log.read_text(), 5)
+    lines = [line for line in log.read_text().splitlines() if "'beat': skipped" in line]
+    assert len(lines) == 1, lines
+    assert "its timer came up" in lines[0] and "this process was paused" in lines[0]
