@@ -21,6 +21,17 @@ from bgjobs.schedules import CronSchedule, parse_cron, resolve_timezone
 
 cronsim = pytest.importorskip("cronsim")
 
+
+def _takes_six_fields() -> bool:
+    try:
+        cronsim.CronSim("0 0 0 * * *", datetime(2026, 1, 1, tzinfo=timezone.utc))
+    except cronsim.CronSimError:
+        return False  # cronsim before 2.7 (the newest for Python 3.9) has 5 fields only
+    return True
+
+
+SIX_FIELDS = _takes_six_fields()
+
 UTC = timezone.utc
 ZONES = [
     "UTC",
@@ -151,6 +162,8 @@ def test_fires_match_cronsim_over_the_corpus(zone: str) -> None:
     unexplained = []
     for expression in CORPUS:
         schedule = parse_cron("corpus", expression, tz)
+        if schedule.spec.has_seconds and not SIX_FIELDS:
+            continue
         for start in _starts(zone):
             ours = _ours(schedule, start, 5)
             theirs = [fire for fire in _theirs(expression, zone, start, 6) if fire > start][:5]
@@ -208,6 +221,7 @@ def test_a_fixed_time_started_in_the_second_pass_waits_for_the_next_day() -> Non
     )
 
 
+@pytest.mark.skipif(not SIX_FIELDS, reason="this cronsim has no 6-field form")
 def test_six_field_fixed_times_follow_cronies_rule_where_cronsim_does_not() -> None:
     # 02:30:00 does not exist in Paris on 2026-03-29: a fixed-time job fires at the jump
     # (01:00Z); cronsim skips it, as it does for every 6-field expression.
