@@ -474,7 +474,18 @@ def parse_cron(job_id: str, expression: str, tz: tzinfo) -> CronSchedule:
         ) from None
     text = expression.strip(" \t")
     text = " ".join(_cron.CRON_ALIASES.get(text.lower(), text).split())
-    return CronSchedule(text, tz, seconds_field=spec.has_seconds)
+    schedule = CronSchedule(text, tz, seconds_field=spec.has_seconds)
+    try:
+        # Some expressions match only wall times this zone skips, every year: in
+        # Europe/Paris, '* 2 25-31 3 */7' is the hour the clocks jump over, and a wildcard
+        # job never runs then.
+        schedule.next_fire(_time.utc_now())
+    except InvalidScheduleError:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: cron expression {_short_repr(expression)} never fires in "
+            f"{_tz_name(tz)}"
+        ) from None
+    return schedule
 
 
 def to_five_field_cron(job_id: str, schedule: Schedule) -> str:

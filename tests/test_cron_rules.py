@@ -131,6 +131,17 @@ def test_a_wildcard_job_does_not_fire_for_skipped_wall_times() -> None:
     ]
 
 
+def test_a_wildcard_job_that_matches_only_skipped_wall_times_is_refused() -> None:
+    # The last Sunday of March (a weekday field starting with "*" ANDs), hour 2: the hour
+    # Paris skips, every year.
+    with pytest.raises(InvalidScheduleError, match=r"job 'job': .* never fires in Europe/Paris"):
+        cron("* 2 25-31 3 */7", "Europe/Paris")
+    assert cron("* 2 25-31 3 */7", "UTC").next_fire(utc(2026, 1, 1)) == utc(2026, 3, 29, 2)
+    # A fixed-time job runs it at the jump instead.
+    fixed = cron("30 2 25-31 3 */7", "Europe/Paris")
+    assert fixed.next_fire(utc(2026, 1, 1)) == utc(2026, 3, 29, 1)
+
+
 def test_a_fixed_time_job_fires_a_skipped_time_once_at_the_jump() -> None:
     assert cron("30 2 * * *", "Europe/Paris").next_fire(utc(2026, 3, 28, 12)) == utc(2026, 3, 29, 1)
     assert cron("0 2 * * *", "Australia/Lord_Howe").next_fire(utc(2026, 10, 3, 12)) == utc(
