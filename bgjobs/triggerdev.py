@@ -33,6 +33,7 @@ updated with PUT, never re-POSTed.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import traceback
 import uuid
@@ -514,6 +515,9 @@ class TriggerDevJobManager(BaseJobManager):
                     raise
                 existing = self.client.retrieve_schedule(key)
                 if existing is None:
+                    limit = _limit_error(job_id, exc)
+                    if limit is not None:
+                        raise limit from exc
                     raise
         if self._matches(existing, job_id, registration.cron, tz):
             return "unchanged", existing
@@ -800,6 +804,26 @@ def remote_payload(job_id: str, schedule_id: str, tz: str, when: datetime) -> Di
         "timezone": tz,
         "upcoming": [],
     }
+
+
+_LIMIT_MESSAGE = re.compile(r"You have created (\d+)/(\d+) schedules")
+
+
+def _limit_error(job_id: str, error: TriggerDevError) -> Optional[TriggerDevError]:
+    """The server's 422 at the plan's schedule limit, as an error that says what to do."""
+    found = _LIMIT_MESSAGE.search(error.message)
+    if found is None:
+        return None
+    used, limit = found.groups()
+    return TriggerDevError(
+        f"job {job_id!r}: the Trigger.dev project is at its plan's schedule limit "
+        f"({used}/{limit} schedules; the Free plan allows 10 per project, and the staging, "
+        "production and preview environments all count, development does not). Delete "
+        "schedules no job uses (`bgjobs sync APP --prune`), deactivate some, or upgrade the "
+        f"plan. The server said: {error.message}",
+        status=error.status,
+        path=error.path,
+    )
 
 
 def _brief(error: TriggerDevError) -> str:

@@ -184,3 +184,27 @@ def test_fake_refuses_a_preview_key_without_a_known_branch(fake: FakeTriggerDev)
             fast_client(fake, api_key=PREVIEW, branch=branch).list_schedules()
         assert excinfo.value.status == 401
     assert fast_client(fake, api_key=PREVIEW, branch="known").list_schedules() == []
+
+
+def test_the_plan_limit_counts_staging_and_production_not_development(
+    fake: FakeTriggerDev, managers: Callable[..., TriggerDevJobManager]
+) -> None:
+    fake.schedule_limit = 2
+    fake.add_environment(STG)
+    fake.add_environment(ALICE)
+    alice, staging, production = (
+        managers(api_key=ALICE),
+        managers(api_key=STG),
+        managers(api_key=PROD),
+    )
+    for n in range(3):  # development schedules do not count
+        alice.schedule_job(f"dev-{n}", "Dev", noop, 300)
+    assert set(alice.sync(timeout=5).values()) == {"created"}
+    staging.schedule_job("job", "Job", noop, 300)
+    assert staging.sync(timeout=5) == {"job": "created"}
+    production.schedule_job("job", "Job", noop, 300)
+    assert production.sync(timeout=5) == {"job": "created"}
+    production.schedule_job("second", "Second", noop, 300)
+    with pytest.raises(TriggerDevError) as excinfo:
+        production.sync(timeout=5)
+    assert "plan's schedule limit (2/2 schedules" in str(excinfo.value)

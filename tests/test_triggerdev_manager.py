@@ -412,6 +412,9 @@ def test_at_the_plan_limit_existing_schedules_update_and_new_ones_fail_clearly(
                 manager.sync(timeout=5)
             message = str(info.value)
             assert "'b'" in message and "'a'" not in message and "limit" in message
+            # Named as the plan's schedule limit, with what counts and what to do.
+            assert "plan's schedule limit (1/1 schedules" in message
+            assert "Free plan allows 10 per project" in message and "--prune" in message
             assert info.value.status == 422
             after = fake.schedule("bgjobs:production:a")
             assert after is not None and after["id"] == before["id"]

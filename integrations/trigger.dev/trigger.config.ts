@@ -1,6 +1,33 @@
 import { defineConfig } from "@trigger.dev/sdk";
 import { pythonExtension } from "@trigger.dev/python/extension";
 
+// Read when the project is built (`trigger.dev deploy`), from the deploying shell's environment.
+const MACHINES = ["micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x"] as const;
+type Machine = (typeof MACHINES)[number];
+
+/** BGJOBS_MACHINE: the machine the dispatcher runs on (default small-1x; HTTP mode needs little). */
+function machine(): Machine {
+  const raw = process.env["BGJOBS_MACHINE"]?.trim() || "small-1x";
+  const found = MACHINES.find((name) => name === raw);
+  if (found === undefined) {
+    throw new Error(`BGJOBS_MACHINE=${JSON.stringify(raw)} is not one of ${MACHINES.join(", ")}`);
+  }
+  return found;
+}
+
+/** A positive whole number from the environment, or the default; anything else stops the build. */
+function whole(name: string, fallback: number): number {
+  const raw = process.env[name]?.trim();
+  if (raw === undefined || raw === "") {
+    return fallback;
+  }
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new Error(`${name}=${JSON.stringify(raw)} must be a positive whole number`);
+  }
+  return value;
+}
+
 /**
  * Trigger.dev project for the bgjobs dispatcher (see README.md).
  *
@@ -15,15 +42,20 @@ export default defineConfig({
   logLevel: "info",
   // Compute seconds a run may take. Keep BGJOBS_DISPATCH_TIMEOUT_MS (default 10 min) below it.
   maxDuration: 3600,
+  machine: machine(),
   retries: {
     enabledInDev: false,
     // Applies to errors worth retrying only: 5xx, network errors, timeouts and failed jobs.
     // An unknown job id, a bad secret or a bad app fails the run at once (AbortTaskRunError).
+    // The retry window — how long the app may be down before a fire is lost — is about
+    // minTimeout * (factor^(attempts-1) - 1) / (factor - 1), capped per wait by maxTimeout:
+    // 5 s + 10 s = 15 s by default. Widen it with BGJOBS_RETRY_ATTEMPTS and
+    // BGJOBS_RETRY_MAX_DELAY_MS (e.g. 8 attempts, 300000: about 16 minutes).
     default: {
-      maxAttempts: 3,
+      maxAttempts: whole("BGJOBS_RETRY_ATTEMPTS", 3),
       factor: 2,
       minTimeoutInMs: 5_000,
-      maxTimeoutInMs: 60_000,
+      maxTimeoutInMs: whole("BGJOBS_RETRY_MAX_DELAY_MS", 60_000),
       randomize: true,
     },
   },

@@ -11,7 +11,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { AbortTaskRunError } from "@trigger.dev/sdk";
-import { readDispatchSettings, runDispatch } from "../build/trigger/bgjobs-dispatch.js";
+import { readDispatchSettings, runDispatch } from "../build/src/trigger/bgjobs-dispatch.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const PYTHON = process.env.BGJOBS_TEST_PYTHON || "python3";
