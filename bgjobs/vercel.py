@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 import threading
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
+from . import _cron
 from .config import DEFAULT_PREFIX, Settings, normalize_prefix
 from .errors import InvalidScheduleError
 from .execution import BaseJobManager, Job
@@ -92,32 +93,14 @@ def check_vercel_plan(job_id: str, cron: str, plan: str) -> None:
         raise ValueError(f"unknown Vercel plan {plan!r}; use one of {', '.join(VERCEL_PLANS)}")
     if plan != "hobby":
         return
-    minute, hour = cron.split()[:2]
-    fires = len(_field_values(minute, 0, 59)) * len(_field_values(hour, 0, 23))
+    spec = _cron.parse(cron)
+    fires = len(spec.minutes) * len(spec.hours)
     if fires > 1:
         raise InvalidScheduleError(
             f"job {job_id!r}: Vercel's Hobby plan runs a cron at most once a day, but "
             f"{cron!r} fires {fires} times a day; give it one minute and one hour "
             f"(e.g. '0 9 * * *', within the hour on Hobby), or deploy on Pro (--plan pro)"
         )
-
-
-def _field_values(field: str, low: int, high: int) -> FrozenSet[int]:
-    """The values a numeric cron field (numbers, ``*``, ``,``, ``-``, ``/``) matches."""
-    values: Set[int] = set()
-    for part in field.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, _, last = base.partition("-")
-            start, end = int(first), int(last)
-        else:
-            start = int(base)
-            end = high if step_text else start
-        values.update(range(start, end + 1, max(step, 1)))
-    return frozenset(values)
 
 
 def _is_utc(tz: tzinfo) -> bool:
