@@ -124,7 +124,7 @@ class JobStatus:
     (every worker is busy); ``None`` when none waits."""
     starved_fires: int = 0
     """Local runtime, this process: fires of this job that waited longer than
-    ``bgjobs._local.timers.STARVED_AFTER`` seconds for a free worker."""
+    ``bgjobs.local.STARVED_AFTER`` seconds for a free worker."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
@@ -213,7 +213,7 @@ class JobMetrics:
     """Runs of this process that ran past their job's ``timeout`` (also in ``failed_jobs``)."""
     starved_fires: int = 0
     """Local runtime, this process: scheduled fires that waited longer than
-    ``bgjobs._local.timers.STARVED_AFTER`` seconds for a free worker (the pool was full)."""
+    ``bgjobs.local.STARVED_AFTER`` seconds for a free worker (the pool was full)."""
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready dict: snake_case keys, ISO 8601 UTC timestamps."""
