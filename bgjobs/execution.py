@@ -1209,8 +1209,13 @@ class BaseJobManager(BackgroundJobManager):
                 traceback=trace,
             )
             finished = run
-            self._record(lambda store: store.finish_run(finished))
-            if trace is not None:  # as recorded (the traceback's last lines)
+            # A child the job forked continues the run on its copy of this thread (and may
+            # leave by sys.exit), but the run is the parent's: only the parent records how
+            # it ended, and only it tells the listeners.
+            ours = run.pid == os.getpid()
+            if ours:
+                self._record(lambda store: store.finish_run(finished))
+            if trace is not None and ours:  # as recorded (the traceback's last lines)
                 run = self._reading_store().get_run(run_id) or run
             if error is None and debug:
                 logger.debug(
@@ -1219,7 +1224,7 @@ class BaseJobManager(BackgroundJobManager):
                     duration,
                     extra=_log_extra(job.id, run_id, trigger),
                 )
-            if listeners.entries:
+            if listeners.entries and ours:
                 listeners.emit("completed" if error is None else "failed", run)
             self._unregister_run(me, outer, run_id)
         return "ran", run

@@ -98,3 +98,33 @@ def test_a_child_forked_by_a_job_ends_with_its_sys_exit_status(
         assert marker.read_text() == "yes"
     finally:
         manager.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # on purpose, 3.12+
+def test_a_forked_child_leaving_with_sys_exit_does_not_record_the_parents_run(
+    tmp_path: Path,
+) -> None:
+    """The child continues the run on its copy of the thread, but the run is the parent's:
+    only the parent says how it ended. Here the child leaves first, while the parent's
+    run waits for it (the store keeps the first finish of a run)."""
+    statuses: List[int] = []
+
+    def forks() -> None:
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(7)
+        statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+
+    with LocalJobManager(env={}, state_dir=tmp_path / "state") as manager:
+        manager.schedule_job("forker", "Forker", forks, 3600)
+        # Not trigger_job: on the test's own thread the child would be a copy of pytest.
+        assert manager.dispatch("forker", background=True).outcome == "accepted"
+        assert manager.wait_idle(10)
+        assert statuses == [7]
+    with LocalJobManager(env={}, state_dir=tmp_path / "state") as reader:
+        reader.schedule_job("forker", "Forker", forks, 3600)
+        runs = reader.get_job_runs("forker")
+        status = reader.get_job_status("forker")
+    assert [(r.outcome, r.error) for r in runs] == [("completed", None)]
+    assert status is not None and (status.runs, status.failures) == (1, 0)
