@@ -17,6 +17,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any, Callable, List, Optional
 
@@ -27,8 +28,12 @@ logger = logging.getLogger("bgjobs.store")
 WINDOW = 0.005
 """Seconds the writer lets records gather before it writes them, unless someone waits for
 one (a claim, a finish someone is waiting for, a read): records of a burst of fires share a
-transaction instead of each waking the writer, and other processes find the file's write
-lock free between batches."""
+transaction instead of each waking the writer."""
+
+LINGER = 0.003
+"""Seconds the writer leaves the file alone after a batch when more writes are already
+waiting: back to back, its transactions would starve other processes, whose SQLite busy
+handlers only poll the write lock (every 1 to 100 ms)."""
 
 
 class Write:
@@ -99,6 +104,11 @@ class GroupCommit:
                 return
         self._write([write])  # closed: done here (the store drops and counts it)
 
+    def write_now(self, write: Write) -> object:
+        """Commit ``write`` in the caller's thread, in a transaction of its own; its result."""
+        self._write([write])
+        return write.result
+
     def call(self, write: Write) -> object:
         """Queue ``write`` and wait for its batch: its result, or ``None`` when the batch
         was not committed (or the writer did not answer within the wait timeout)."""
@@ -162,6 +172,9 @@ class GroupCommit:
             with self._cond:
                 self._written += len(batch)
                 self._cond.notify_all()
+                busy = bool(self._queue)
+            if busy:
+                time.sleep(LINGER)
 
     def _write(self, batch: List[Write]) -> None:
         try:

@@ -21,14 +21,15 @@ Two guarantees are made by construction, not by timing:
   at least 24 hours).
 
 **Run records are written behind** where throughput matters: a manager's store
-(``write_behind=True``) hands the records of scheduled runs and skip counts to one writer
-thread per process, which commits everything queued since its last pass in one transaction of
-a few multi-row statements (see :mod:`bgjobs._group_commit`). Claims, and the finish of a
-manual, HTTP or CLI run (someone is waiting for its answer), are committed before the call
-returns. Every read first waits for what this process queued, so a process reads its own
-writes; other processes see them milliseconds later. What is queued at interpreter exit is
-written then; a process killed with ``SIGKILL`` loses what was still queued (milliseconds'
-worth: its last run then shows ``abandoned``, or not at all).
+(``write_behind=True``) hands the ends of scheduled runs and skip counts to one writer thread
+per process, which lets them gather for a few milliseconds and commits them in one
+transaction of a few multi-row statements (see :mod:`bgjobs._group_commit`). A claim and a
+run's start are committed before the job is entered (a process killed during a run leaves
+it to be marked abandoned), and the end of a manual, HTTP or CLI run before the call returns
+(someone is waiting for its answer). Every read first waits for what this process queued, so
+a process reads its own writes; other processes see a scheduled run's end milliseconds
+later. What is queued at interpreter exit is written then; a process killed with ``SIGKILL``
+loses the ends still queued (those runs then show ``abandoned``).
 
 **A broken store never stops the jobs.** When ``state.db`` is unusable (read-only, full
 disk, corrupt, locked past the busy timeout, wrong owner, a newer schema) every call
@@ -809,7 +810,10 @@ class SQLiteStore(StateStore):
     # -- the operations ------------------------------------------------------------------
 
     def start_run(self, run: JobRun) -> None:
-        self._writes.submit(_Write("start", run))
+        # Committed by the caller, before the job is entered: a process killed during the
+        # run leaves a run to mark abandoned, never none. (Waiting for the writer's next
+        # batch instead cost the pool more than the transaction itself.)
+        self._writes.write_now(_Write("start", run))
 
     def finish_run(self, run: JobRun) -> None:
         write = _Write("finish", _finished(run, self._clock.time()))
