@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import traceback
 import uuid
 import weakref
@@ -46,6 +47,7 @@ import requests
 
 from . import _time
 from . import _trigger_stamp as stamp
+from ._local.hostlock import HostLock, LockDirectory, lock_file_name
 from ._trigger_keys import key_environment
 from ._trigger_zones import server_zone
 from .config import DEFAULT_TASK_ID, Settings
@@ -73,6 +75,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_LEAD_WAIT = 60.0  # seconds a process waits for the host's registrant before going ahead
+_LEAD_POLL = 0.05
 
 SyncOutcome = Literal["created", "updated", "unchanged"]
 """What registering one schedule did on the server."""
@@ -201,6 +206,11 @@ class TriggerDevJobManager(BaseJobManager):
         # and whether its marker schedule exists; only the registration thread uses them.
         self._stamps: Optional[Dict[str, List[str]]] = None
         self._stamp_exists = False
+        # Start-up registration is one process at a time per host (state directory): the
+        # lock file, once opened, and whether this process holds it for the current batch.
+        self._lead_lock: Optional[HostLock] = None
+        self._leading = False
+        self._lead_unavailable = False
 
     def _new_client(self, session: Optional[requests.Session] = None) -> TriggerDevClient:
         assert self.config.api_key is not None  # checked in __init__
@@ -314,6 +324,7 @@ class TriggerDevJobManager(BaseJobManager):
             if not self._queue:
                 self._worker = None
                 self._stamps = None  # the next batch reads the registry stamp again
+                self._stop_leading()
                 self._sync_lock.notify_all()
                 return False
             job_id = next(iter(self._queue))
@@ -357,6 +368,7 @@ class TriggerDevJobManager(BaseJobManager):
                     registration.attempt = self._attempts
             if self._worker is threading.current_thread():
                 self._worker = None
+                self._stop_leading()
             self._sync_lock.notify_all()
 
     def _register(self, job: Job, registration: _Registration, forced: bool = True) -> None:
@@ -364,8 +376,10 @@ class TriggerDevJobManager(BaseJobManager):
             self._attempts += 1
             registration.attempt = self._attempts
         mark = stamp.fingerprint(self.task_id, registration.cron, registration.tz)
-        if not forced and self._stamp_verdict(job, registration, mark) != "register":
-            return
+        if not forced:
+            self._lead()
+            if self._stamp_verdict(job, registration, mark) != "register":
+                return
         try:
             outcome, remote = self._upsert(job.id, registration)
         except Exception as exc:  # a bug or an odd response must not kill the worker
@@ -392,6 +406,47 @@ class TriggerDevJobManager(BaseJobManager):
         job.set_next_run(next_run)
         logger.info("Trigger.dev schedule for job %r: %s", job.id, outcome)
         self._stamp(job.id, mark)
+
+    # -- one start-up registrant per host ---------------------------------------------------
+
+    def _lead(self) -> None:
+        """Wait until this process is the host's start-up registrant, so that the workers
+        of a host booting together register once: the first takes the state directory's
+        lock and registers (and stamps); the others wait, then find the stamp current and
+        send nothing more. Without a state directory (or ``flock``), every process goes on."""
+        if self._leading or self._lead_unavailable or not self.settings.lock_dir:
+            return
+        lock = self._lead_lock
+        if lock is None:
+            try:
+                directory = LockDirectory(self.settings.lock_dir)
+            except (NotImplementedError, OSError) as exc:
+                logger.debug("no host-wide Trigger.dev registration lock: %s", exc)
+                self._lead_unavailable = True
+                return
+            lock = self._lead_lock = directory.lock(
+                lock_file_name("triggerdev-register", self.config.scope)
+            )
+        deadline = _time.monotonic() + _LEAD_WAIT
+        waited = False
+        while not lock.try_acquire():
+            if _time.monotonic() > deadline:
+                logger.warning(
+                    "another process has been registering Trigger.dev schedules for %.0f s; "
+                    "registering anyway",
+                    _LEAD_WAIT,
+                )
+                return
+            waited = True
+            time.sleep(_LEAD_POLL)
+        self._leading = True
+        if waited:
+            self._stamps = None  # it registered meanwhile: read the stamp it left
+
+    def _stop_leading(self) -> None:
+        if self._leading and self._lead_lock is not None:
+            self._lead_lock.release(close=False)
+        self._leading = False
 
     # -- the registry stamp (see bgjobs._trigger_stamp) ------------------------------------
 
@@ -760,6 +815,9 @@ class TriggerDevJobManager(BaseJobManager):
                 entry.registration.state = "deferred"
             self._queue.clear()
             self._sync_lock.notify_all()
+        if self._lead_lock is not None:
+            self._lead_lock.release()  # and close: the worker, if any, ends with the queue
+        self._leading = False
         if self._owns_client:
             self.client.close()
 
@@ -768,6 +826,7 @@ class TriggerDevJobManager(BaseJobManager):
         # The worker thread does not exist here, and may have held the lock at the fork.
         self._sync_lock = threading.Condition(threading.Lock())
         self._worker = None
+        self._leading = False  # the lock stays the parent's (hostlock forgets the copy)
         entry, self._in_flight = self._in_flight, None
         if entry is not None:
             if entry.job.id in self._queue:

@@ -4,7 +4,9 @@ schedules back over a newer one's (the registry stamp on Trigger.dev)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator, List
+from urllib.parse import quote
 
 import pytest
 from fake_triggerdev import FakeTriggerDev
@@ -130,3 +132,24 @@ def test_the_stamp_never_fires_counts_or_gets_pruned(
     assert sorted(s["externalId"] for s in manager.remote_schedules()) == ["a", "b"]
     assert manager.prune() == []
     assert fake.schedule(marker_key("production")) is not None
+
+
+def test_processes_sharing_a_state_directory_register_one_at_a_time(
+    fake: FakeTriggerDev, made: List[TriggerDevJobManager], tmp_path: Path
+) -> None:
+    # The workers of one host boot together: one registers, the others wait for it and
+    # then find every schedule stamped, so each job is looked up and created once.
+    fake.hang_next(0.15, path="/api/v1/schedules/" + quote("bgjobs:production:job-0", safe=""))
+    workers = [process(fake, made, BGJOBS_STATE_DIR=str(tmp_path)) for _ in range(4)]
+    for manager in workers:
+        for n in range(3):
+            manager.schedule_job(f"job-{n}", "Job", noop, 300 * (n + 1))
+    for manager in workers:
+        wait_until(lambda m=manager: idle(m), timeout=10)
+    job_paths = [r.segments[-1] for r in fake.requests if r.segments[-1].startswith("bgjobs:")]
+    assert sorted(job_paths) == [f"bgjobs:production:job-{n}" for n in range(3)]
+    created = [r.json["deduplicationKey"] for r in fake.writes() if r.path == "/api/v1/schedules"]
+    assert created.count("bgjobs:production:job-0") == 1 and len(created) == 4  # + the stamp
+    for manager in workers:
+        status = manager.get_job_status("job-2")
+        assert status is not None and status.last_sync_error is None
