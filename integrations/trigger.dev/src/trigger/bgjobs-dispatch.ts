@@ -478,7 +478,8 @@ async function pollRun(
       problem =
         outcome.status === 404
           ? `${where} answered 404: the app does not know run ${run.run_id} (several hosts ` +
-            "without a shared state store? see BGJOBS_DATABASE_URL)"
+            "behind BGJOBS_DISPATCH_URL? each host keeps its own runs, so polls must reach the host " +
+            "that started the job)"
           : `${where} answered ${outcome.status}${outcome.body === "" ? "" : `: ${quote(outcome.body)}`}`;
     } else if (outcome.kind === "cancelled") {
       throw new Error(`bgjobs job "${jobId}": the run was cancelled while waiting for the job.`);
