@@ -8,7 +8,8 @@ start:
 * ``ok``: returns at once.
 * ``fails``: raises ``RuntimeError("disk full on /var/data")``.
 * ``flaky``: fails on its first run, succeeds afterwards.
-* ``slow``: sleeps ``$DISPATCHAPP_SLOW`` seconds (default 4), longer than gunicorn's timeout.
+* ``slow``: sleeps ``$DISPATCHAPP_SLOW`` seconds (default 4; the tests use 6), longer than
+  gunicorn's timeout.
 * ``counted``: sleeps 1.5 s, to be dispatched twice at once.
 """
 
