@@ -490,6 +490,22 @@ def test_flask_bgjobs_lists_every_command(make_app: Callable[..., Flask]) -> Non
         assert f"  {name} " in result.output
 
 
+def test_flask_bgjobs_check_reads_the_apps_config(make_app: Callable[..., Flask]) -> None:
+    app = make_app(BGJOBS_MODE="disabled", BGJOBS_TIMEZONE="Mars/Base")
+    registry = registry_with(("sync", noop))
+    registry.add_cron("nightly", "Nightly", noop, "0 3 * * *")  # no timezone: the app's
+    BGJobs(app, registry=registry)
+    result = flask_cli_runner(app).invoke(args=["bgjobs", "check"])
+    assert result.exit_code == 1
+    assert "bgjobs: problem: job 'nightly': unknown timezone 'Mars/Base'" in result.stderr
+    assert "2 jobs checked for the disabled runtime: 1 problem" in result.stdout
+    app = make_app("paris", BGJOBS_MODE="disabled", BGJOBS_TIMEZONE="Europe/Paris")
+    BGJobs(app, registry=registry)
+    result = flask_cli_runner(app).invoke(args=["bgjobs", "check", "--mode", "trigger-dev"])
+    assert result.exit_code == 0, result.stderr
+    assert "cron 0 3 * * * (Europe/Paris), runs as '0 3 * * *'" in result.stdout
+
+
 def test_flask_bgjobs_exec_runs_the_job_inside_the_app_context(
     make_app: Callable[..., Flask],
 ) -> None:
