@@ -48,6 +48,7 @@ __all__ = [
     "VERCEL_PLANS",
     "VercelJobManager",
     "check_vercel_plan",
+    "check_vercel_policy",
     "vercel_cron_expression",
     "vercel_crons",
 ]
@@ -149,21 +150,7 @@ class VercelJobManager(BaseJobManager):
         """Vercel Cron calls on time, once, and never again: ``jitter``, ``misfire_grace``
         and ``retries`` cannot be honoured; ``timeout`` is (the run is flagged)."""
         super()._check_policy(job_id, policy, schedule)
-        refused = [
-            f"{name}={value!r}"
-            for name, value in (
-                ("jitter", policy.jitter or None),
-                ("misfire_grace", policy.misfire_grace),
-                ("retries", policy.retries or None),
-            )
-            if value is not None
-        ]
-        if refused:
-            raise InvalidScheduleError(
-                f"job {job_id!r}: Vercel Cron cannot honour {', '.join(refused)}: it calls the "
-                "endpoint at the cron's time, once, without delay, catch-up or retry. Remove "
-                "them for this runtime (timeout= is honoured)"
-            )
+        check_vercel_policy(job_id, policy)
 
     def _start(self, job: Job) -> None:
         assert job.schedule is not None
@@ -184,6 +171,29 @@ class VercelJobManager(BaseJobManager):
             self._roll_next_run(job, cron, fill_unknown=True)
 
 
+def check_vercel_policy(job_id: str, policy: Optional[JobPolicy]) -> None:
+    """Raise :class:`InvalidScheduleError` naming the policies of ``job_id`` Vercel Cron
+    cannot honour: it calls at the cron's time, once, never late and never again, so
+    ``jitter``, ``misfire_grace`` and ``retries`` are refused (``timeout`` is honoured)."""
+    if policy is None:
+        return
+    refused = [
+        f"{name}={value!r}"
+        for name, value in (
+            ("jitter", policy.jitter or None),
+            ("misfire_grace", policy.misfire_grace),
+            ("retries", policy.retries or None),
+        )
+        if value is not None
+    ]
+    if refused:
+        raise InvalidScheduleError(
+            f"job {job_id!r}: Vercel Cron cannot honour {', '.join(refused)}: it calls the "
+            "endpoint at the cron's time, once, without delay, catch-up or retry. Remove "
+            "them for this runtime (timeout= is honoured)"
+        )
+
+
 def vercel_crons(
     registry: JobRegistry,
     prefix: str = DEFAULT_PREFIX,
@@ -201,7 +211,8 @@ def vercel_crons(
     job whose schedule Vercel cannot express — or, given a ``plan`` (one of
     :data:`VERCEL_PLANS`), that the plan cannot run (see :func:`check_vercel_plan`), or when
     there are more jobs than the :data:`VERCEL_MAX_CRONS` a project may have. ``None``:
-    no plan's limits are checked.
+    no plan's limits are checked. A job declared with a policy Vercel cannot honour
+    (:func:`check_vercel_policy`) is refused too: ``vercel.json`` would silently drop it.
     """
     if plan is not None and plan not in VERCEL_PLANS:
         raise ValueError(f"unknown Vercel plan {plan!r}; use one of {', '.join(VERCEL_PLANS)}")
@@ -210,6 +221,7 @@ def vercel_crons(
     crons = []
     for definition in registry:
         cron = vercel_cron_expression(definition.id, definition.to_schedule(default_tz))
+        check_vercel_policy(definition.id, definition.policy)
         if plan is not None:
             check_vercel_plan(definition.id, cron, plan)
         crons.append({"path": f"{base}/{quote(definition.id, safe='')}", "schedule": cron})

@@ -130,3 +130,14 @@ def test_an_async_dispatch_answer_carries_the_retries_too(manager: LocalJobManag
     again = client.open("/api/cron/flaky", method="POST", headers=headers)
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.headers["X-BGJobs-Retries"] == "4"
+
+
+def test_vercel_json_refuses_a_registry_job_with_retries() -> None:
+    from bgjobs.vercel import vercel_crons
+
+    jobs = JobRegistry()
+    jobs.cron("ok", "OK", "0 * * * *", timeout=30)(lambda: None)
+    assert [c["path"] for c in vercel_crons(jobs)] == ["/api/cron/ok"]
+    jobs.cron("r", "R", "0 9 * * *", retries=2)(lambda: None)
+    with pytest.raises(InvalidScheduleError, match="job 'r': Vercel Cron cannot honour retries=2"):
+        vercel_crons(jobs)
