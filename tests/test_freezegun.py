@@ -124,13 +124,22 @@ def test_a_ticking_block_moves_next_runs_as_jobs_fire() -> None:
         if len(fired) >= 2:
             done.set()
 
+    ticked = threading.Event()
     with freeze_time("2024-01-15 08:29:58", tick=True), LocalJobManager(env={}) as manager:
         manager.schedule_cron_job("s", "S", job, "* * * * * *")  # every second
+        manager.schedule_job("i", "I", ticked.set, 0.25)
         first = manager.get_job_status("s").next_run  # type: ignore[union-attr]
+        interval_first = manager.get_job_status("i").next_run  # type: ignore[union-attr]
         assert first is not None and first.year == 2024
-        assert done.wait(10)
+        assert interval_first is not None and interval_first.year == 2024
+        assert done.wait(10) and ticked.wait(10)
+        assert manager.wait_idle(5)
         later = manager.get_job_status("s").next_run  # type: ignore[union-attr]
+        interval_later = manager.get_job_status("i").next_run  # type: ignore[union-attr]
+        (run,) = manager.get_job_runs("i", limit=1)
     assert later is not None and later > first
+    assert interval_later is not None and interval_later > interval_first
+    assert interval_later.year == run.started.year == 2024
     assert all(when.year == 2024 for when in fired)
 
 
