@@ -484,7 +484,7 @@ def _cmd_runs(target: LoadedApp, args: argparse.Namespace) -> int:
         (
             iso(r.started),
             r.trigger,
-            r.outcome,
+            r.outcome if r.attempt == 1 else f"{r.outcome} (attempt {r.attempt})",
             f"{r.duration:.3f}s" if r.duration is not None else "-",
             _clip(r.error),
         )

@@ -151,3 +151,33 @@ def test_flask_bgjobs_status_and_runs_exist(
     result = runner.invoke(args=["bgjobs", "runs", "nope"])
     assert result.exit_code == 2
     assert "no job 'nope'" in result.stderr
+
+
+def test_runs_show_which_attempt_a_retry_was(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from bgjobs import JobRun, LocalJobManager
+
+    write_app(tmp_path, APP)
+    started = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+    with LocalJobManager(env={}, state_dir=str(tmp_path / "state")) as manager:
+        assert manager.store is not None
+        for attempt, outcome in ((1, "failed"), (2, "completed")):
+            run = JobRun(f"run-{attempt}", "tick", "schedule", started, attempt=attempt)
+            manager.store.start_run(run)
+            manager.store.finish_run(
+                JobRun(
+                    run.run_id,
+                    "tick",
+                    "schedule",
+                    started,
+                    outcome=outcome,  # type: ignore[arg-type]
+                    attempt=attempt,
+                    duration=0.5,
+                    finished=started,
+                )
+            )
+    table = run_cli("runs", "app.py", "tick", cwd=tmp_path, env=env_for(tmp_path))
+    assert table.returncode == 0, table.stderr
+    assert "completed (attempt 2)" in table.stdout
+    assert sum(" failed " in line for line in table.stdout.splitlines()) == 1
