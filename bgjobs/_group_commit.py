@@ -138,6 +138,11 @@ class GroupCommit:
                 self._wait_timeout if timeout is None else timeout,
             )
 
+    def pending(self) -> int:
+        """Writes submitted but not yet done."""
+        with self._cond:
+            return self._queued - self._written
+
     def close(self, timeout: Optional[float] = None) -> bool:
         """Write what is queued, then stop the thread; ``False`` if it did not finish."""
         with self._cond:
@@ -208,11 +213,21 @@ def _register_exit_flush(writer: GroupCommit) -> None:
             atexit.register(_flush_all_at_exit)
 
 
+EXIT_FLUSH_TIMEOUT = 3.0
+"""Seconds interpreter exit waits, in all, for the writers' queued records."""
+
+
 def _flush_all_at_exit() -> None:
     with _registry_lock:
         writers = list(_writers)
+    deadline = time.monotonic() + EXIT_FLUSH_TIMEOUT
     for writer in writers:
-        writer.flush()
+        if not writer.flush(max(0.0, deadline - time.monotonic())):
+            # Exit must not hang on a file another process holds: say what is lost.
+            logger.warning(
+                "bgjobs: %d run record(s) were not written to the state store before exit",
+                writer.pending(),
+            )
 
 
 def _after_fork_in_child() -> None:
