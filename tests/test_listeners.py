@@ -138,6 +138,12 @@ def test_abandoned_runs_are_told(tmp_path: Any) -> None:
         manager.store.start_run(dead)
         manager._reaped_at = -1e9  # as if the last look was long ago
         manager.get_job_status("j")  # a status read looks for runs whose process died
+        # The election thread looks too, every second: whichever marks it tells the
+        # listeners, possibly just after this thread's look found it taken.
+        deadline = time.monotonic() + 10
+        while not recorder.seen and time.monotonic() < deadline:
+            manager.flush_listeners(1)
+            time.sleep(0.01)
         assert manager.flush_listeners(5)
     assert [(event, run.run_id, run.outcome) for event, run, _ in recorder.seen] == [
         ("abandoned", "dead-run", "abandoned")
