@@ -92,17 +92,17 @@ class GroupCommit:
             self._write([write])
             return
         with self._cond:
+            if self._thread is None and not self._closing and not self._start():
+                self._closing = True  # no thread can start now (interpreter exit): write here
             if not self._closing:
                 self._queue.append(write)
                 self._queued += 1
-                if self._thread is None:
-                    self._start()
                 if write.done is not None:
                     self._urgent = True
                 if self._urgent or len(self._queue) == 1:  # else the writer is awake already
                     self._cond.notify()
                 return
-        self._write([write])  # closed: done here (the store drops and counts it)
+        self._write([write])  # no writer thread: written here (a closed store drops it)
 
     def write_now(self, write: Write) -> object:
         """Commit ``write`` in the caller's thread, in a transaction of its own; its result."""
@@ -154,11 +154,16 @@ class GroupCommit:
         thread.join(self._wait_timeout if timeout is None else timeout)
         return not thread.is_alive()
 
-    def _start(self) -> None:
-        """Caller holds ``_cond``."""
+    def _start(self) -> bool:
+        """Start the writer thread; ``False`` if none can start. Caller holds ``_cond``."""
+        thread = threading.Thread(target=self._loop, name="bgjobs-store", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown" (3.12+)
+            return False
+        self._thread = thread
         _register_exit_flush(self)
-        self._thread = threading.Thread(target=self._loop, name="bgjobs-store", daemon=True)
-        self._thread.start()
+        return True
 
     def _loop(self) -> None:
         while True:

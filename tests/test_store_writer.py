@@ -130,6 +130,27 @@ sys.exit(0)
         s.close()
 
 
+def test_a_run_ending_during_interpreter_exit_is_written(tmp_path: Path) -> None:
+    """A scheduled run that ends while the interpreter exits (a job the exit hook waited
+    for) is the store's first write-behind: on Python 3.12+ no writer thread can start
+    then, so the record is written by the caller instead of raising."""
+    code = f"""
+import sys, threading
+sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
+from bgjobs.store import SQLiteStore
+from test_store import a_run, ended
+s = SQLiteStore({str(tmp_path / "state.db")!r}, write_behind=True)
+threading._register_atexit(lambda: s.finish_run(ended(a_run("late"))))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    s = SQLiteStore(tmp_path / "state.db")
+    try:
+        assert s.get_run("late") == ended(a_run("late"))
+    finally:
+        s.close()
+
+
 def test_a_held_write_lock_degrades_and_counts_every_record_of_the_batch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
