@@ -61,8 +61,12 @@ class DeadlineWatcher:
         with self._cond:
             heapq.heappush(self._heap, (due, next(self._seq), deadline))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # interpreter exit (3.12+): the deadline never fires
+                    return deadline
+                self._thread = thread
             elif self._heap[0][2] is deadline:
                 self._cond.notify()
         return deadline

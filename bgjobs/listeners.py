@@ -109,14 +109,19 @@ class ListenerSet:
         targets = [e for e in self.entries if event in e[2]]
         if not targets:
             return
-        self._queue.put((run, event, targets))
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(
+                    thread = threading.Thread(
                         target=self._loop, name="bgjobs-listeners", daemon=True
                     )
-                    self._thread.start()
+                    try:
+                        thread.start()
+                    except RuntimeError:  # interpreter exit (3.12+): no thread can start
+                        self._deliver(run, event, targets)
+                        return
+                    self._thread = thread
+        self._queue.put((run, event, targets))
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the events queued so far to be delivered."""

@@ -197,3 +197,23 @@ def test_closing_delivers_the_last_events_first() -> None:
     manager.trigger_job("bad")
     manager.close()
     assert got == ["bad"]
+
+
+def test_a_run_ending_during_interpreter_exit_still_tells_its_listeners() -> None:
+    """On Python 3.12+ no thread can start once the interpreter exits: the first event then
+    is delivered by the thread that ran the job instead of raising out of the run."""
+    import subprocess
+    import sys
+
+    code = """
+import threading
+from bgjobs.local import LocalJobManager
+m = LocalJobManager(env={})
+m.add_listener(lambda run: print("told", run.job_id, run.outcome, flush=True),
+               events=("completed",))
+m.schedule_job("late", "Late", lambda: None, 3600)
+threading._register_atexit(lambda: print("ran", m.trigger_job("late"), flush=True))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "ran True" in done.stdout and "told late completed" in done.stdout, done.stdout
