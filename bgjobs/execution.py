@@ -36,7 +36,7 @@ from typing import (
     Tuple,
 )
 
-from . import _time
+from . import _missed_fires, _time
 from ._deadlines import DeadlineWatcher
 from ._process import end_process_if_main_thread
 from .config import Settings
@@ -924,7 +924,7 @@ class BaseJobManager(BackgroundJobManager):
                     if scheduled and policy is not None and policy.retries:
                         handed_over = self._retry_later(job, policy, result[1], scheduled_for)
                     return result
-                started = self._start_in_background(job, run_id, trigger)
+                started = self._start_in_background(job, run_id, trigger, scheduled_for)
                 handed_over = True  # the run's thread releases the claims
                 return ("accepted", started) if started is not None else ("refused", None)
             finally:
@@ -934,14 +934,16 @@ class BaseJobManager(BackgroundJobManager):
             if not handed_over:
                 job.run_lock.release()
 
-    def _start_in_background(self, job: Job, run_id: str, trigger: RunTrigger) -> Optional[JobRun]:
+    def _start_in_background(
+        self, job: Job, run_id: str, trigger: RunTrigger, scheduled_for: Optional[datetime]
+    ) -> Optional[JobRun]:
         """Run ``job`` (claimed) on a thread of its own; its started record once begun."""
         began = threading.Event()
         started: List[JobRun] = []
 
         def work() -> None:
             try:
-                self._execute(job, run_id, trigger, False, None, began=started.append)
+                self._execute(job, run_id, trigger, False, scheduled_for, began=started.append)
             except BaseException as exc:  # SystemExit in a job: recorded; the thread ends
                 end_process_if_main_thread(exc)  # unless it is all a forked child has left
             finally:
@@ -1329,6 +1331,8 @@ class BaseJobManager(BackgroundJobManager):
         run_key: Optional[str] = None,
         trigger: RunTrigger = "http",
         background: bool = False,
+        scheduled_for: Optional[datetime] = None,
+        previous_fire: Optional[datetime] = None,
     ) -> DispatchResult:
         """Run a job for a remote scheduler (HTTP dispatch, ``bgjobs exec``, Trigger.dev).
 
@@ -1336,18 +1340,49 @@ class BaseJobManager(BackgroundJobManager):
         ``run_key`` (HTTP ``Idempotency-Key``) runs the job at most once per key: a repeat
         answers the run recorded the first time. ``background`` starts the run on a thread
         of its own and returns at once (``accepted``, with the run as it began).
+        ``scheduled_for`` is the remote schedule's fire time, kept on the run;
+        ``previous_fire`` its fire before that, which is logged and counted as a skip if
+        it never reached the app (see :mod:`bgjobs._missed_fires`).
         """
         job = self._job(id)
         if job is None:
             return DispatchResult("not_found", None)
+        if scheduled_for is not None or previous_fire is not None:
+            self._note_remote_fires(job, scheduled_for, previous_fire)
         if job.stopped:
             return DispatchResult("stopped", self._status(job))
         if self._is_paused(id):
             return DispatchResult("paused", self._status(job))
-        outcome, run = self._run(job, trigger=trigger, run_key=run_key, background=background)
+        outcome, run = self._run(
+            job,
+            trigger=trigger,
+            run_key=run_key,
+            background=background,
+            scheduled_for=scheduled_for,
+        )
         self._refresh(job)
         # A refused run (stopped between the check above and its start) was not run: busy.
         return DispatchResult("busy" if outcome == "refused" else outcome, self._status(job), run)
+
+    def _note_remote_fires(
+        self, job: Job, scheduled_for: Optional[datetime], previous_fire: Optional[datetime]
+    ) -> None:
+        """Mark this fire as arrived; log and count the previous one if it never did."""
+        store = self._reading_store()
+        if scheduled_for is not None:
+            _missed_fires.note_arrival(store, job.id, scheduled_for)
+        if previous_fire is None or not _missed_fires.previous_fire_missed(
+            store, job.id, previous_fire
+        ):
+            return
+        when = previous_fire.isoformat()
+        logger.warning(
+            "job %r: its fire at %s never reached the app (down or unreachable for longer "
+            "than the dispatcher's retries); counted as a skipped run",
+            job.id,
+            when,
+        )
+        self.record_skips(job, 1, reason=f"missed fire at {when}: it never reached the app")
 
     # -- history and pausing ----------------------------------------------------------------
 

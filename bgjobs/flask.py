@@ -310,6 +310,8 @@ def _blueprint(endpoints: Endpoints, prefix: str) -> Blueprint:
             prefer=", ".join(prefer) if prefer else None,
             limit=request.args.get("limit"),
             base=request.script_root + prefix,
+            scheduled_for=request.headers.get("Bgjobs-Scheduled-For"),
+            previous_fire=request.headers.get("Bgjobs-Previous-Fire"),
         )
         return FlaskResponse(answer.body, status=answer.status, headers=list(answer.headers))
 

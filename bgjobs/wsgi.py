@@ -48,6 +48,10 @@ longer than the job — or ask for an asynchronous answer:
   per ``K``, even for requests arriving together. A repeat is not run again: it answers
   200 with ``<job>`` plus the ``"run"`` recorded under ``K`` (perhaps still running) and
   ``Idempotent-Replayed: true``; a key first used for another job answers 422.
+* ``Bgjobs-Scheduled-For: T`` and ``Bgjobs-Previous-Fire: P`` (ISO 8601 with an offset;
+  the Trigger.dev dispatcher sends them; a bad value answers 400): ``T`` becomes the run's
+  ``scheduled_for``; a previous fire ``P`` that never reached the app is logged (WARNING)
+  and counted as one skip of the job, once (see :mod:`bgjobs._missed_fires`).
 
 Both need a manager built on the execution core (every runtime bgjobs ships but the no-op
 one), which records runs; elsewhere ``Prefer`` is ignored and ``Idempotency-Key`` refused
@@ -79,6 +83,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs, quote
@@ -98,7 +103,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PREFIX",
     "RESERVED_PATHS",
+    "PREVIOUS_FIRE_HEADER",
     "RETRIES_HEADER",
+    "SCHEDULED_FOR_HEADER",
     "Endpoints",
     "Response",
     "WSGIApp",
@@ -125,6 +132,8 @@ RESERVED_PATHS = RESERVED_JOB_IDS  # no job may have these ids (checked at decla
 RUNS_LIMIT_DEFAULT = 20
 RUNS_LIMIT_MAX = 100
 IDEMPOTENCY_KEY_MAX = 255
+SCHEDULED_FOR_HEADER = "Bgjobs-Scheduled-For"
+PREVIOUS_FIRE_HEADER = "Bgjobs-Previous-Fire"
 RETRIES_HEADER = "X-BGJobs-Retries"
 """On a dispatch's 200 answer, for a job declared with ``retries=N``: N. The Trigger.dev
 dispatcher task fails the run for good (no retry) after attempt N + 1 of a failed job."""
@@ -199,19 +208,31 @@ def dispatch(
     run_key: Optional[str] = None,
     trigger: RunTrigger = "http",
     background: bool = False,
+    scheduled_for: Optional[datetime] = None,
+    previous_fire: Optional[datetime] = None,
 ) -> DispatchResult:
     """Run ``job_id`` for a remote scheduler; what happened, the status afterwards, the run.
 
     Uses :meth:`BaseJobManager.dispatch` for every manager built on the execution core
     (``run_key``: at most one run per key; ``background``: start the run off this thread
-    and answer ``"accepted"`` at once). For any other :class:`BackgroundJobManager` — e.g.
-    the no-op one — falls back to :meth:`~BackgroundJobManager.get_job_status` plus
+    and answer ``"accepted"`` at once; ``scheduled_for``/``previous_fire``: this and the
+    previous fire of a remote schedule, for missed-fire reports). For any other
+    :class:`BackgroundJobManager` — e.g. the no-op one — falls back to
+    :meth:`~BackgroundJobManager.get_job_status` plus
     :meth:`~BackgroundJobManager.trigger_job` with the same rules (a stopped or paused job
-    is not run); that runs in the calling thread, records no run (``run`` is ``None``) and
-    cannot honour ``run_key``: it raises ``ValueError`` if given one for a known job.
+    is not run); that runs in the calling thread, records no run (``run`` is ``None``),
+    ignores the fire times and cannot honour ``run_key``: it raises ``ValueError`` if
+    given one for a known job.
     """
     if isinstance(manager, BaseJobManager):
-        return manager.dispatch(job_id, run_key=run_key, trigger=trigger, background=background)
+        return manager.dispatch(
+            job_id,
+            run_key=run_key,
+            trigger=trigger,
+            background=background,
+            scheduled_for=scheduled_for,
+            previous_fire=previous_fire,
+        )
     status = manager.get_job_status(job_id)
     if status is None:
         return DispatchResult("not_found", None)
@@ -289,6 +310,17 @@ def _store_state(health: Optional[Mapping[str, Any]]) -> str:
     return "shared"
 
 
+def _header_time(text: Optional[str]) -> Optional[datetime]:
+    """An ISO 8601 time with an offset (``Z`` too) as UTC; ``None`` if absent or not one."""
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else None
+
+
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
@@ -361,6 +393,8 @@ class Endpoints:
         prefer: Optional[str] = None,
         limit: Optional[str] = None,
         base: str = "",
+        scheduled_for: Optional[str] = None,
+        previous_fire: Optional[str] = None,
     ) -> Response:
         """Answer one request.
 
@@ -370,15 +404,18 @@ class Endpoints:
         ``prefer`` are the raw ``Authorization``, ``Idempotency-Key`` and ``Prefer``
         headers (``None`` when absent); ``token`` the page's ``?token=`` and ``limit``
         the ``?limit=`` query value, if any. ``base`` is the URL path of the prefix as the
-        client sees it (mount point included), for ``Location``. A HEAD request gets the
-        GET answer; stripping the body is the server's job.
+        client sees it (mount point included), for ``Location``. ``scheduled_for`` and
+        ``previous_fire`` are the raw ``Bgjobs-Scheduled-For`` and ``Bgjobs-Previous-Fire``
+        headers the Trigger.dev dispatcher sends. A HEAD request gets the GET answer;
+        stripping the body is the server's job.
         """
         method = method.upper()
         try:
             if path in ("", "/"):
                 return self._route(method, _STATUS_ALLOW, authorization, token, self._page)
             segments = path[1:].split("/") if path.startswith("/") else [""]
-            view = self._view(segments, idempotency_key, prefer, limit, base)
+            fires = (scheduled_for, previous_fire)
+            view = self._view(segments, idempotency_key, prefer, limit, base, fires)
             if view is None:
                 return _error(404, f"no bgjobs endpoint at {path!r}")
             allow, call = view
@@ -394,6 +431,7 @@ class Endpoints:
         prefer: Optional[str],
         limit: Optional[str],
         base: str,
+        fires: Tuple[Optional[str], Optional[str]] = (None, None),
     ) -> Optional[Tuple[Tuple[str, ...], Callable[[], Response]]]:
         """The allowed methods and the view for a path's segments; ``None``: no endpoint."""
         if any(not segment for segment in segments):
@@ -406,7 +444,9 @@ class Endpoints:
                 return _STATUS_ALLOW, self._metrics
             if first in RESERVED_PATHS:
                 return None
-            return _DISPATCH_ALLOW, lambda: self._dispatch(first, idempotency_key, prefer, base)
+            return _DISPATCH_ALLOW, lambda: self._dispatch(
+                first, idempotency_key, prefer, base, fires
+            )
         if len(segments) != 2:
             return None
         second = segments[1]
@@ -503,8 +543,25 @@ class Endpoints:
         return _response(200, PROMETHEUS_TYPE, text.encode("utf-8"))
 
     def _dispatch(
-        self, job_id: str, idempotency_key: Optional[str], prefer: Optional[str], base: str
+        self,
+        job_id: str,
+        idempotency_key: Optional[str],
+        prefer: Optional[str],
+        base: str,
+        fires: Tuple[Optional[str], Optional[str]] = (None, None),
     ) -> Response:
+        times: List[Optional[datetime]] = [None, None]
+        if fires != (None, None):  # only the Trigger.dev dispatcher sends them
+            names = (SCHEDULED_FOR_HEADER, PREVIOUS_FIRE_HEADER)
+            for index, (name, text) in enumerate(zip(names, fires)):
+                times[index] = when = _header_time(text)
+                if text is not None and when is None:
+                    return _error(
+                        400,
+                        f"the {name} header of the dispatch of job {job_id!r} must be an ISO "
+                        f"8601 time with a UTC offset, e.g. 2026-01-31T09:00:00.000Z; got "
+                        f"{text[:100]!r}",
+                    )
         run_key: Optional[str] = None
         if idempotency_key is not None:
             run_key = idempotency_key.strip()
@@ -520,7 +577,14 @@ class Endpoints:
                     f"{type(self.manager).__name__} keeps no run records, so it cannot honour "
                     "the Idempotency-Key header; send the request without it",
                 )
-        result = dispatch(self.manager, job_id, run_key=run_key, background=wants_async(prefer))
+        result = dispatch(
+            self.manager,
+            job_id,
+            run_key=run_key,
+            background=wants_async(prefer),
+            scheduled_for=times[0],
+            previous_fire=times[1],
+        )
         outcome, status, run = result.outcome, result.status, result.run
         logger.info("bgjobs dispatch of job %r: %s", job_id, outcome)
         if outcome == "not_found" or status is None:
@@ -647,6 +711,8 @@ class WSGIApp:
                 idempotency_key=environ.get("HTTP_IDEMPOTENCY_KEY"),
                 prefer=environ.get("HTTP_PREFER"),
                 limit=_first(query, "limit"),
+                scheduled_for=environ.get("HTTP_BGJOBS_SCHEDULED_FOR"),
+                previous_fire=environ.get("HTTP_BGJOBS_PREVIOUS_FIRE"),
                 # SCRIPT_NAME: where a parent app (e.g. DispatcherMiddleware) mounted us.
                 base=_environ_text(environ, "SCRIPT_NAME").rstrip("/") + self.prefix,
             )

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -247,6 +248,18 @@ describe("bgjobs-dispatch run() against a real bgjobs app", { timeout: 120_000 }
     assert.equal(runsOf(dir, "ok"), before + 1);
   });
 
+  test("a fire that never reached the app is counted as a skip when the next one arrives", async () => {
+    const at = (hour) => new Date(`2026-12-03T${hour}:00:00.000Z`);
+    const first = await runDispatch({ ...fire("daily", at("09")), lastTimestamp: undefined }, context(app));
+    assert.equal(first.status.scheduled_for, "2026-12-03T09:00:00+00:00");
+    // The 10:00 fire never arrives; the 11:00 one names it as the schedule's previous fire.
+    await runDispatch({ ...fire("daily", at("11")), lastTimestamp: at("10") }, context(app));
+    const status = await fetch(`${app.url}/status`, { headers: { Authorization: `Bearer ${SECRET}` } });
+    const daily = (await status.json()).jobs.find((job) => job.id === "daily");
+    assert.equal(daily.skips, 1);
+    assert.equal(daily.runs, 2);
+  });
+
   test("a payload without a timestamp falls back to the run's creation time", async () => {
     const output = await runDispatch({ externalId: "ok" }, context(app));
     assert.equal(output.scheduledAt, "2026-12-02T12:00:00.000Z");
@@ -274,6 +287,32 @@ describe("bgjobs-dispatch run() while the app is down", { timeout: 60_000 }, () 
       app?.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("bgjobs-dispatch's request headers", () => {
+  test("every dispatch names its fire, and the schedule's previous fire when there is one", async () => {
+    const seen = [];
+    const server = createHttpServer((request, response) => {
+      seen.push(request.headers);
+      response.writeHead(200, { "Content-Type": "application/json" });
+      response.end(JSON.stringify({ id: "ok", status: "completed" }));
+    });
+    await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const app = { url: `http://127.0.0.1:${server.address().port}/api/cron` };
+    try {
+      const payload = { ...fire("ok"), lastTimestamp: new Date("2026-12-02T11:00:00.000Z") };
+      await runDispatch(payload, context(app));
+      // trigger_remote()'s JSON payload: times as strings, no previous fire.
+      await runDispatch({ externalId: "ok", timestamp: "2026-12-02T12:30:00.000Z" }, context(app));
+    } finally {
+      server.close();
+    }
+    assert.equal(seen.length, 2);
+    assert.equal(seen[0]["bgjobs-scheduled-for"], "2026-12-02T12:00:00.000Z");
+    assert.equal(seen[0]["bgjobs-previous-fire"], "2026-12-02T11:00:00.000Z");
+    assert.equal(seen[1]["bgjobs-scheduled-for"], "2026-12-02T12:30:00.000Z");
+    assert.equal(seen[1]["bgjobs-previous-fire"], undefined);
   });
 });
 

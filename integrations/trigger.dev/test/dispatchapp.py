@@ -11,6 +11,7 @@ start:
 * ``slow``: sleeps ``$DISPATCHAPP_SLOW`` seconds (default 4; the tests use 6), longer than
   gunicorn's timeout.
 * ``counted``: sleeps 1.5 s, to be dispatched twice at once.
+* ``daily``: returns at once; its fires are dispatched with gaps (missed fires).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def slow() -> None:
 def counted() -> None:
     _started("counted")
     time.sleep(1.5)
+
+
+@jobs.interval("daily", "Daily", hours=1)
+def daily() -> None:
+    _started("daily")
 
 
 app = create_app(initialize_background_jobs(jobs))

@@ -5,8 +5,10 @@
  * the schedule's `externalId`. When a schedule fires, this task hands the job id to Python:
  *
  * - HTTP mode (`BGJOBS_DISPATCH_URL` set): `POST <url>/<job id>` with
- *   `Authorization: Bearer <BGJOBS_SECRET or CRON_SECRET>`, `Prefer: respond-async` and an
- *   `Idempotency-Key` derived from the run. The app starts the job off the request and answers
+ *   `Authorization: Bearer <BGJOBS_SECRET or CRON_SECRET>`, `Prefer: respond-async`, an
+ *   `Idempotency-Key` derived from the run, `Bgjobs-Scheduled-For: <this fire>` and, when the
+ *   schedule fired before, `Bgjobs-Previous-Fire: <its previous fire>`: the app logs and
+ *   counts (as a skip) a previous fire that never reached it. The app starts the job off the request and answers
  *   202 with `Location: <prefix>/runs/<run id>`; the task then waits with Trigger.dev's
  *   `wait.for` (no compute billed while waiting) and polls that URL until the job has ended.
  *   So a job may run longer than the app server's request timeout. An app that ignores
@@ -85,6 +87,8 @@ export type DispatchPayload = {
   readonly scheduleId?: string | undefined;
   readonly externalId?: string | undefined;
   readonly timestamp?: Date | string | undefined;
+  /** The schedule's previous fire; absent on its first fire and in `trigger_remote()`'s. */
+  readonly lastTimestamp?: Date | string | undefined;
   readonly timezone?: string | undefined;
 };
 
@@ -160,9 +164,16 @@ export async function runDispatch(payload: DispatchPayload, context: DispatchCon
     runId: context.runId,
     attempt: context.attempt,
   });
+  // The app records the fire on the run, and logs and counts a previous fire that never
+  // reached it (down past this task's retries).
+  const fireHeaders: Record<string, string> = { "Bgjobs-Scheduled-For": scheduledAt };
+  const previous = optionalFireTime(payload.lastTimestamp);
+  if (previous !== undefined) {
+    fireHeaders["Bgjobs-Previous-Fire"] = previous;
+  }
   const result =
     settings.mode === "http"
-      ? await dispatchOverHttp(jobId, settings, context, `bgjobs:${context.runId}:${scheduledAt}`)
+      ? await dispatchOverHttp(jobId, settings, context, `bgjobs:${context.runId}:${scheduledAt}`, fireHeaders)
       : await dispatchWithPython(jobId, settings, context.signal);
   return { ...result, scheduledAt };
 }
@@ -170,12 +181,14 @@ export async function runDispatch(payload: DispatchPayload, context: DispatchCon
 /** The fire time as ISO 8601: the payload's (a Date, or a string in a JSON payload), else the
  * run's creation time, which is the same for every attempt of the run. */
 export function fireTime(timestamp: Date | string | undefined, fallback: Date): string {
+  return optionalFireTime(timestamp) ?? fallback.toISOString();
+}
+
+/** A payload time as ISO 8601, or `undefined` when it is missing or not a time. */
+function optionalFireTime(timestamp: Date | string | undefined): string | undefined {
   const parsed =
     timestamp instanceof Date ? timestamp : typeof timestamp === "string" ? new Date(timestamp) : undefined;
-  if (parsed !== undefined && !Number.isNaN(parsed.getTime())) {
-    return parsed.toISOString();
-  }
-  return fallback.toISOString();
+  return parsed !== undefined && !Number.isNaN(parsed.getTime()) ? parsed.toISOString() : undefined;
 }
 
 /**
@@ -262,15 +275,17 @@ function asRun(value: JsonValue | undefined): AppRun | undefined {
 }
 
 /**
- * Dispatches over HTTP (see the module doc): POST with `Prefer: respond-async` and the fire's
- * `Idempotency-Key`, then polls the run until it has ended. Returns the result, or throws a
- * retryable `Error` or an `AbortTaskRunError`.
+ * Dispatches over HTTP (see the module doc): POST with `Prefer: respond-async`, the fire's
+ * `Idempotency-Key` and `fireHeaders` (`Bgjobs-Scheduled-For`, `Bgjobs-Previous-Fire`), then
+ * polls the run until it has ended. Returns the result, or throws a retryable `Error` or an
+ * `AbortTaskRunError`.
  */
 export async function dispatchOverHttp(
   jobId: string,
   settings: HttpSettings,
   context: DispatchContext,
   keyBase: string,
+  fireHeaders: Readonly<Record<string, string>> = {},
 ): Promise<DispatchResult> {
   const target = `${settings.url}/${encodeURIComponent(jobId)}`;
   const headers: Record<string, string> = { Accept: "application/json" };
@@ -289,7 +304,13 @@ export async function dispatchOverHttp(
   const attempts = Math.max(1, Math.floor(context.attempt));
   for (let k = 1; ; k++) {
     const key = k === 1 ? keyBase : `${keyBase}#${k}`;
-    const posted = await postDispatch(jobId, target, { ...headers, Prefer: "respond-async", "Idempotency-Key": key }, settings, context);
+    const posted = await postDispatch(
+      jobId,
+      target,
+      { ...headers, ...fireHeaders, Prefer: "respond-async", "Idempotency-Key": key },
+      settings,
+      context,
+    );
     if (posted.kind !== "run") {
       return posted.result;
     }
