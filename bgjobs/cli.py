@@ -194,7 +194,9 @@ def _cmd_run(target: LoadedApp, args: argparse.Namespace) -> int:
     print(summary(manager, reason, _time.monotonic() - started), file=out, flush=True)
     if not abandoned:
         return EXIT_OK
-    print(f"bgjobs: gave up waiting for {', '.join(abandoned)} ({why})", file=sys.stderr)
+    print(
+        f"bgjobs: gave up waiting for {', '.join(abandoned)} ({why})", file=sys.stderr, flush=True
+    )
     # The exit hook leaves a manager that was shut down alone: the process ends now.
     return EXIT_FAILED
 
@@ -331,7 +333,7 @@ def _cmd_check(target: LoadedApp, args: argparse.Namespace) -> int:
             print("(an interval counts from when the scheduler starts: these times assume now)")
     problems = [c.problem for c in checks if c.problem is not None]
     for problem in problems:
-        print(f"bgjobs: problem: {problem}", file=sys.stderr)
+        print(f"bgjobs: problem: {problem}", file=sys.stderr, flush=True)
     jobs = f"{len(checks)} job{'s' if len(checks) != 1 else ''}"
     if problems:
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
