@@ -775,6 +775,20 @@ class SQLiteStore(StateStore):
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
+    def __del__(self) -> None:
+        # A store dropped without close() has its connection closed here, inside the fork
+        # guard: left to the garbage collector, SQLite would close it in whichever thread
+        # collects, holding SQLite's process-wide mutexes, and a fork at that instant would
+        # leave a child that hangs in its first SQLite call.
+        conn = getattr(self, "_conn", None)
+        if conn is None or getattr(self, "_pid", None) != os.getpid():
+            return
+        guard = _inside_sqlite
+        if guard is None:  # pragma: no cover - module globals cleared at interpreter exit
+            return
+        with guard:
+            _close_quietly(conn)
+
     # -- state ---------------------------------------------------------------------------
 
     @property

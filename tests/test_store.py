@@ -942,3 +942,18 @@ def test_programming_errors_are_raised_not_swallowed(tmp_path: Path) -> None:
     s.set_paused("job", True)  # the connection is still usable
     assert s.job("job").paused  # type: ignore[union-attr]
     s.close()
+
+
+def test_a_store_dropped_without_close_closes_its_connection_itself(tmp_path: Path) -> None:
+    """Not left to the garbage collector's thread: a connection closed there would hold
+    SQLite's process-wide mutexes outside the fork guard (a child forked then hangs)."""
+    import gc
+
+    s = SQLiteStore(tmp_path / "state.db")
+    s.start_run(a_run("r1"))
+    conn = s._conn
+    assert conn is not None
+    del s
+    gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")

@@ -220,10 +220,12 @@ def test_history_retention_comes_from_the_settings(state_dir: Path) -> None:
 def test_a_child_forked_while_threads_write_to_the_store_can_use_it(state_dir: Path) -> None:
     """SQLite's own mutexes are process-wide: a fork while another thread is inside SQLite
     must not leave the child's first SQLite call waiting forever."""
+    import gc
     import warnings
 
     from support_mp import fork_and_report, wait_for
 
+    gc.collect()  # stores that earlier tests dropped are closed now, not by a writer thread
     with LocalJobManager(env={}, state_dir=state_dir) as manager:
         manager.schedule_job("busy", "Busy", lambda: None, 3600)
         stop = threading.Event()
