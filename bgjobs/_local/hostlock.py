@@ -41,9 +41,10 @@ import weakref
 from typing import Optional, Union
 
 from ..errors import UnsafeLockDirError
+from .quickcalls import flock_now, pwrite_now
 
 try:
-    from fcntl import LOCK_EX, LOCK_NB, LOCK_UN, flock
+    from fcntl import LOCK_EX, LOCK_NB, LOCK_UN
 
     HAVE_FLOCK = True
 except ImportError:  # Windows
@@ -272,6 +273,10 @@ class LockDirectory:
         return f"LockDirectory({self.path!r})"
 
 
+RECORD_STEP = 128
+"""A lock file's record is padded to a multiple of this many bytes (see HostLock.write)."""
+
+
 class HostLock:
     """An exclusive lock on one file of a :class:`LockDirectory`, shared by the whole host.
 
@@ -320,7 +325,7 @@ class HostLock:
                 return True
             fd = self._ensure_open()
             try:
-                flock(fd, LOCK_EX | LOCK_NB)
+                flock_now(fd, LOCK_EX | LOCK_NB)
             except BlockingIOError:  # EWOULDBLOCK: someone else holds it
                 return False
             self._held = True
@@ -334,7 +339,7 @@ class HostLock:
                 return
             try:
                 if self._held:
-                    flock(self._fd, LOCK_UN)
+                    flock_now(self._fd, LOCK_UN)
             finally:
                 self._held = False
                 self._size = None  # another holder may write it now
@@ -349,18 +354,20 @@ class HostLock:
             return os.pread(self._ensure_open(), size, 0)
 
     def write(self, data: bytes) -> None:
-        """Replace the file's contents with ``data``, padded with trailing spaces to the
-        length this object last wrote (readers strip them): one ``pwrite`` per record, where
-        a truncate as well cost a second system call on every fire."""
+        """Replace the file's contents with ``data``, padded with trailing spaces (readers
+        strip them) to the file's length: one ``pwrite`` per record. The length only
+        changes in steps of :data:`RECORD_STEP` bytes, when a record outgrows it, since a
+        truncate as well cost a second, GIL-releasing system call on every fire."""
         with self._guard:
             fd = self._ensure_open()
             size = self._size
-            if size is not None and len(data) <= size:
-                os.pwrite(fd, data + b" " * (size - len(data)), 0)
+            if size is None or len(data) > size:
+                size = -(-len(data) // RECORD_STEP) * RECORD_STEP
+                pwrite_now(fd, data.ljust(size), 0)
+                os.ftruncate(fd, size)
+                self._size = size
                 return
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-            self._size = len(data)
+            pwrite_now(fd, data.ljust(size), 0)
 
     def _forget_inherited(self) -> None:
         """In a forked child: close the inherited copy *without* unlocking (that would free
