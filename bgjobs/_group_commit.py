@@ -14,12 +14,13 @@ so a process always reads what it wrote.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Deque, List, Optional
 
 __all__ = ["GroupCommit", "Write"]
 
@@ -34,6 +35,15 @@ LINGER = 0.003
 """Seconds the writer leaves the file alone after a batch when more writes are already
 waiting: back to back, its transactions would starve other processes, whose SQLite busy
 handlers only poll the write lock (every 1 to 100 ms)."""
+
+
+MAX_BATCH = 2000
+"""Writes per transaction at most: a longer one would hold the file's write lock past what
+other processes' busy handlers wait between polls."""
+
+QUEUE_LIMIT = 20000
+"""Writes queued at most: past that, a submitter waits for the writer (the file is slower
+than the records come, and memory must not grow without bound)."""
 
 
 class Write:
@@ -62,6 +72,11 @@ class GroupCommit:
     """The writer thread of one store (started on first use, one per process).
 
     With ``behind=False`` there is no thread: every write is committed by its caller, alone.
+
+    Queueing takes no lock: a pool worker appends to a deque (atomic under the GIL) and
+    touches the condition only to wake an idle writer or hurry one that gathers. A lock
+    taken on every submit was the most contended lock of a busy process: its holder, the
+    writer, was often descheduled inside it while ten workers queued.
     """
 
     def __init__(self, commit: Commit, *, wait_timeout: float, behind: bool = True) -> None:
@@ -72,37 +87,69 @@ class GroupCommit:
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._queue: List[Write] = []
-        self._queued = 0  # writes submitted so far
-        self._written = 0  # writes the thread has finished with (committed or dropped)
+        self._queue: Deque[Write] = collections.deque()
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
         self._closing = False
         self._urgent = False  # someone waits for what is queued: write it without a window
+        self._idle = False  # the writer waits for a first write (it needs a notify)
+        self._in_flight = 0  # writes of the batch being written
 
     def reinit_after_fork(self) -> None:
         """In a forked child: the parent writes what was queued; start empty."""
         self._reset()
 
-    def submit(self, write: Write) -> None:
-        """Queue ``write``; it is committed shortly, by the writer thread."""
+    def submit(self, write: Write, *, urgent: Optional[bool] = None) -> None:
+        """Queue ``write``; it is committed shortly, by the writer thread. ``urgent`` (by
+        default: whether someone waits for it, ``write.done``) skips the gathering window."""
         if self._pid != os.getpid():
             self._reset()
         if not self.behind:
             self._write([write])
             return
+        if self._thread is None or self._closing:
+            with self._cond:
+                if self._thread is None and not self._closing and not self._start():
+                    self._closing = True  # no thread can start now (interpreter exit)
+                if self._thread is None:
+                    self._write([write])  # no writer thread: written here (closed: dropped)
+                    return
+        if len(self._queue) >= QUEUE_LIMIT and write.kind != _MARKER:
+            self.flush()  # the file is slower than the records come: wait for it
+        self._queue.append(write)
+        if write.done is not None if urgent is None else urgent:
+            with self._cond:
+                self._urgent = True
+                self._cond.notify()
+        elif self._idle:  # read after the append: see _loop for why no wake-up is lost
+            with self._cond:
+                self._cond.notify()
+        if self._closing:
+            self._write_stranded()
+
+    def _write_stranded(self) -> None:
+        """A write queued as the writer exited (closing): write what it left, here."""
         with self._cond:
-            if self._thread is None and not self._closing and not self._start():
-                self._closing = True  # no thread can start now (interpreter exit): write here
-            if not self._closing:
-                self._queue.append(write)
-                self._queued += 1
-                if write.done is not None:
-                    self._urgent = True
-                if self._urgent or len(self._queue) == 1:  # else the writer is awake already
-                    self._cond.notify()
-                return
-        self._write([write])  # no writer thread: written here (a closed store drops it)
+            if self._thread is not None:
+                return  # still running: it drains the queue before it exits
+            batch = self._drain()
+        self._write_batch(batch)
+
+    def _write_batch(self, batch: List[Write]) -> None:
+        """Write ``batch`` (flush markers only mark: they are done once it is)."""
+        writes = [w for w in batch if w.kind != _MARKER]
+        if writes:
+            self._write(writes)
+        for w in batch:
+            if w.kind == _MARKER and w.done is not None:
+                w.done.set()
+
+    def _drain(self, limit: Optional[int] = None) -> List[Write]:
+        batch: List[Write] = []
+        queue = self._queue
+        while queue and (limit is None or len(batch) < limit):
+            batch.append(queue.popleft())
+        return batch
 
     def write_now(self, write: Write) -> object:
         """Commit ``write`` in the caller's thread, in a transaction of its own; its result."""
@@ -124,24 +171,42 @@ class GroupCommit:
             return None
         return write.result
 
+    def wait(self, write: Write, timeout: Optional[float] = None) -> bool:
+        """Wait until ``write`` (submitted with a ``done`` event) is done, hurrying its batch
+        if it still gathers; ``False`` if that took longer than ``timeout``."""
+        done = write.done
+        assert done is not None, "wait() needs a write submitted with a done event"
+        if done.is_set():
+            return True
+        with self._cond:
+            if not done.is_set():
+                self._urgent = True
+                self._cond.notify()
+        limit = self._wait_timeout if timeout is None else timeout
+        if done.wait(limit):
+            return True
+        logger.warning(
+            "the state store's writer did not answer within %.0f s; answering from memory",
+            limit,
+        )
+        return False
+
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every write submitted before this call is done; ``False`` on timeout."""
         if self._pid != os.getpid() or threading.current_thread() is self._thread:
             return True
-        with self._cond:
-            target = self._queued
-            if self._written < target:
-                self._urgent = True
-                self._cond.notify()
-            return self._cond.wait_for(
-                lambda: self._written >= target or self._thread is None,
-                self._wait_timeout if timeout is None else timeout,
-            )
+        if self._thread is None and not self._queue:
+            return True
+        # A marker behind everything queued so far: the writer takes the queue in order,
+        # so once the marker's batch is done, so is every write before it.
+        marker = Write(_MARKER, None, record=False)
+        marker.done = threading.Event()
+        self.submit(marker)
+        return marker.done.wait(self._wait_timeout if timeout is None else timeout)
 
     def pending(self) -> int:
         """Writes submitted but not yet done."""
-        with self._cond:
-            return self._queued - self._written
+        return sum(1 for w in list(self._queue) if w.kind != _MARKER) + self._in_flight
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Write what is queued, then stop the thread; ``False`` if it did not finish."""
@@ -150,6 +215,7 @@ class GroupCommit:
             thread = self._thread
             self._cond.notify_all()
         if thread is None or self._pid != os.getpid():
+            self._write_stranded()
             return True
         thread.join(self._wait_timeout if timeout is None else timeout)
         return not thread.is_alive()
@@ -166,25 +232,34 @@ class GroupCommit:
         return True
 
     def _loop(self) -> None:
+        queue = self._queue
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while not queue and not self._closing:
+                    # Set before the last look at the queue: a submit that appends after
+                    # that look reads _idle afterwards and notifies (we hold the lock
+                    # until wait() releases it, so the notify comes after).
+                    self._idle = True
+                    if queue:
+                        break
                     self._cond.wait()
+                self._idle = False
                 if not (self._urgent or self._closing):
                     self._cond.wait_for(lambda: self._urgent or self._closing, WINDOW)
-                batch, self._queue = self._queue, []
                 self._urgent = False
-                if not batch:  # closing, and everything is written
+                batch = self._drain(MAX_BATCH)
+                if not batch and self._closing:  # everything is written
                     self._thread = None
                     self._cond.notify_all()
                     return
-            self._write(batch)
-            with self._cond:
-                self._written += len(batch)
-                self._cond.notify_all()
-                busy = bool(self._queue)
-            if busy:
-                time.sleep(LINGER)
+                self._in_flight = len(batch)
+            began = time.monotonic()
+            self._write_batch(batch)
+            self._in_flight = 0
+            if queue and not self._closing:
+                # At least as long as it held the write lock: other processes' busy
+                # handlers poll for it, and need gaps as long as the holds to land in.
+                time.sleep(max(LINGER, time.monotonic() - began))
 
     def _write(self, batch: List[Write]) -> None:
         try:
@@ -199,6 +274,10 @@ class GroupCommit:
             for w in batch:
                 if w.done is not None:
                     w.done.set()
+
+
+_MARKER = "flush"
+"""The kind of a :meth:`GroupCommit.flush` marker: never handed to the store."""
 
 
 _writers: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
