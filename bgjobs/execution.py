@@ -38,6 +38,7 @@ from typing import (
 
 from . import _missed_fires, _time
 from ._deadlines import DeadlineWatcher
+from ._ids import new_run_id
 from ._process import end_process_if_main_thread
 from .config import Settings
 from .errors import InvalidScheduleError, JobNotFoundError
@@ -58,7 +59,7 @@ from .schedules import (
     resolve_timezone,
     utc_datetime,
 )
-from .store import JobRecord, MemoryStore, StateStore, evolve, open_store
+from .store import FireClaim, JobRecord, MemoryStore, StateStore, evolve, open_store
 from .types import (
     BackgroundJobManager,
     Interval,
@@ -453,8 +454,11 @@ class BaseJobManager(BackgroundJobManager):
         self._memory = MemoryStore(clock=self._clock)
         #: The host's store (state.db in the state directory), or None: memory only.
         self.store: Optional[StateStore] = store
+        #: Whether this manager opened its store (and closes it when it shuts down).
+        self._owns_store = False
         if store is None and self.settings.lock_dir:
             self.store = open_state_store(self.settings, clock=self._clock)
+            self._owns_store = True
         self._reaped_at = -1e9  # monotonic time of the last look for abandoned runs
         # The shared store's paused job ids, read at most every _PAUSE_REFRESH seconds so a
         # scheduled fire costs no extra query; (monotonic read time, ids).
@@ -538,10 +542,9 @@ class BaseJobManager(BackgroundJobManager):
         """Release what :meth:`_try_claim` took."""
 
     def _release(self) -> None:
-        """Release threads, files and connections for good (:meth:`close`, once).
-        Subclasses extend this, calling ``super()`` last."""
-        if self.store is not None:
-            self.store.close()
+        """Release threads, files and connections for good (:meth:`close`, once), before
+        the running jobs are awaited (the store is released after them: see
+        :meth:`_release_store`). Subclasses extend this, calling ``super()`` last."""
 
     # -- configuration ----------------------------------------------------------------
 
@@ -758,7 +761,25 @@ class BaseJobManager(BackgroundJobManager):
         self._stop_for_good()
         done = self._await_runs(self.settings.shutdown_timeout if timeout is None else timeout)
         self._deliver_last_events()
+        self._release_store(done)
         return done
+
+    def _release_store(self, idle: bool) -> None:
+        """After the runs ended: write what the store queued, and close a store this manager
+        opened. A run still going (``idle`` false) keeps it open, for its end to be recorded
+        when it comes (or at interpreter exit)."""
+        store = self.store
+        if store is None:
+            return
+        if idle and self._owns_store:
+            store.close()
+        elif not store.flush(STORE_FLUSH_SECONDS):
+            logger.warning(
+                "bgjobs: the state store %s did not take the queued run records within %gs "
+                "of shutting down; they are written when it can",
+                store.path,
+                STORE_FLUSH_SECONDS,
+            )
 
     def _deliver_last_events(self) -> None:
         """Give listeners up to :data:`LISTENER_FLUSH_SECONDS` to receive the events of the
@@ -856,7 +877,13 @@ class BaseJobManager(BackgroundJobManager):
         """
         return self._run(job, trigger=trigger)[0] == "ran"
 
-    def run_scheduled(self, job: Job, scheduled_for: Optional[datetime] = None) -> bool:
+    def run_scheduled(
+        self,
+        job: Job,
+        scheduled_for: Optional[datetime] = None,
+        *,
+        claim: Optional[FireClaim] = None,
+    ) -> bool:
         """Like :meth:`run`, for a run the schedule started (a timer tick) for its due time
         ``scheduled_for``.
 
@@ -865,6 +892,9 @@ class BaseJobManager(BackgroundJobManager):
         so once :meth:`stop_job` has returned no scheduled run of the job can begin — nor
         while it is paused, nor when another process sharing the state store has already
         claimed this due time (each fire runs once on the host, by construction).
+
+        ``claim``: the fire's claim, made ahead by the process leading the job's schedule
+        (:meth:`StateStore.claim_fire_ahead`); without one, the fire is claimed here.
         """
         if self._is_paused(job.id):
             logger.debug("job %r is paused: its fire at %s does not run", job.id, scheduled_for)
@@ -873,7 +903,7 @@ class BaseJobManager(BackgroundJobManager):
         if (
             store is not None
             and scheduled_for is not None
-            and not store.claim_fire(job.id, scheduled_for)
+            and not self._claim_fire(store, job, scheduled_for, claim)
         ):
             logger.info(
                 "job %r: its fire at %s was already run by another process",
@@ -885,6 +915,28 @@ class BaseJobManager(BackgroundJobManager):
             self._run(job, scheduled=True, trigger="schedule", scheduled_for=scheduled_for)[0]
             == "ran"
         )
+
+    @staticmethod
+    def _claim_fire(
+        store: StateStore, job: Job, scheduled_for: datetime, claim: Optional[FireClaim]
+    ) -> bool:
+        """Whether this process runs the fire: its claim ahead if any, else a claim now."""
+        won = claim.won() if claim is not None else None
+        if won is None:  # no claim ahead, or undecided (a fork, a stuck writer)
+            won = store.claim_fire(job.id, scheduled_for)
+        if won or claim is None:
+            return won
+        # Claimed ahead by a process that led the job before this one: it never ran this
+        # fire (a leader only arms fires after the last one its predecessor took), unless
+        # a run of it is on record, which the store checks.
+        if store.retake_fire(job.id, scheduled_for):
+            logger.info(
+                "job %r: took over its fire at %s from a process that no longer leads it",
+                job.id,
+                scheduled_for.isoformat(),
+            )
+            return True
+        return False
 
     def _run(
         self,
@@ -899,7 +951,7 @@ class BaseJobManager(BackgroundJobManager):
         """Claim and run ``job``: ``("ran", run)``, ``("busy", None)``, ``("duplicate",
         earlier run)``, ``("accepted", run)`` (``background``: running on a thread of its
         own) or ``("refused", None)`` (a scheduled run of a stopped job)."""
-        run_id = os.urandom(16).hex()
+        run_id = new_run_id()
         if run_key is not None:
             # The key first: a repeat of a run still going is a duplicate, not "busy".
             owner = self._claim_key(run_key, run_id)
@@ -977,7 +1029,7 @@ class BaseJobManager(BackgroundJobManager):
         if self._listeners.entries:
             now = utc_datetime(self._clock.time())
             skipped = JobRun(
-                os.urandom(16).hex(),
+                new_run_id(),
                 job.id,
                 "schedule",
                 now,
@@ -1073,7 +1125,7 @@ class BaseJobManager(BackgroundJobManager):
                 return
             _, run = self._execute(
                 job,
-                os.urandom(16).hex(),
+                new_run_id(),
                 "schedule",
                 True,
                 pending.scheduled_for,
@@ -1472,6 +1524,39 @@ class BaseJobManager(BackgroundJobManager):
             if self._listeners.entries:
                 self._listeners.emit("abandoned", run)
 
+    def _record_lost_start(self, job: Job, scheduled_for: float, pid: int) -> None:
+        """A leader that died took its fire at ``scheduled_for`` (its schedule record says
+        so); if the store never heard of that run, record it abandoned. A start is written
+        behind: a process killed in the milliseconds before the writer's next batch took
+        its start along."""
+        store, host = self.store, _host_name()
+        if store is None or _pid_alive(host, pid):
+            return
+        when = utc_datetime(scheduled_for)
+        run = JobRun(
+            new_run_id(),
+            job.id,
+            "schedule",
+            when,
+            scheduled_for=when,
+            finished=utc_datetime(self._clock.time()),
+            outcome="abandoned",
+            error=f"abandoned: process {pid} on {host} died while the run was in progress",
+            pid=pid,
+            host=host,
+        )
+        if store.record_abandoned_fire(run):
+            logger.warning(
+                "job %r: its fire at %s in process %d was abandoned: that process died as "
+                "the run began",
+                job.id,
+                when.isoformat(),
+                pid,
+                extra=_log_extra(job.id, run.run_id, run.trigger),
+            )
+            if self._listeners.entries:
+                self._listeners.emit("abandoned", run)
+
     # -- reading ----------------------------------------------------------------------------
 
     def _refresh(self, job: Job) -> None:
@@ -1580,6 +1665,8 @@ class BaseJobManager(BackgroundJobManager):
 
 LISTENER_FLUSH_SECONDS = 1.0
 """How long closing a manager waits for its listeners to receive the last events."""
+STORE_FLUSH_SECONDS = 5.0
+"""How long closing a manager with a run still going waits for the store's queued records."""
 _REAP_INTERVAL = 2.0  # seconds between looks for runs whose process died
 _PAUSE_REFRESH = 1.0  # seconds a process may take to see another's pause or resume
 

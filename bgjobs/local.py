@@ -84,7 +84,7 @@ from ._local.timers import STARVED_AFTER, TimerHandle, TimerQueue
 from .config import Settings
 from .execution import BaseJobManager, Job, open_state_store
 from .schedules import Clock, utc_datetime
-from .store import StateStore
+from .store import FireClaim, StateStore
 
 __all__ = [
     "CATCH_UP_WINDOW",
@@ -140,9 +140,11 @@ class LocalJobManager(BaseJobManager):
             settings = settings.replace(state_dir=os.fspath(chosen))
         path = settings.lock_dir
         host = LockDirectory(path) if path else None  # checked before the store opens
-        if store is None and host is not None:
+        opened = store is None and host is not None
+        if opened:
             store = open_state_store(settings, checked=True, clock=clock)
         super().__init__(clock=clock, settings=settings, store=store)
+        self._owns_store = opened
         self._starved_logged_at = -1e9  # monotonic time the last starvation warning went out
         self._timers = self._timer_queue()
         # Guards _armed: each live job's armed timer. Taken inside a job's if_live().
@@ -274,9 +276,15 @@ class LocalJobManager(BaseJobManager):
         if job.policy is not None and job.policy.jitter:
             fire_at += job.policy.jitter_offset(job.id, due)
         wall = self._to_wall(job, fire_at)
+        claim: Optional[FireClaim] = None
+        store = self.store
+        if store is not None and self._coordinator.claims_ahead:
+            # The leader claims the fire now, an interval ahead: the claim is committed
+            # with the writer's next batch, and the fire finds it decided.
+            claim = store.claim_fire_ahead(job.id, self._fire_key(job, due))
 
         def arm() -> None:
-            handle = self._timers.call_at(fire_at, schedule.wall_clock, self._tick, job, due)
+            handle = self._timers.call_at(fire_at, schedule.wall_clock, self._tick, job, due, claim)
             with self._armed_lock:
                 self._armed[job] = handle
 
@@ -287,12 +295,17 @@ class LocalJobManager(BaseJobManager):
             # clock, off by the microseconds between two reads (shown under frozen time).
             job.set_next_run(utc_datetime(round(wall, 3)))
 
-    def _tick(self, job: Job, due: float) -> None:
+    def _fire_key(self, job: Job, due: float) -> datetime:
+        """The due time on the wall clock, to the millisecond: every process computes the
+        same key for one fire (an interval's monotonic due time converts with jitter)."""
+        return utc_datetime(round(self._to_wall(job, due), 3))
+
+    def _tick(self, job: Job, due: float, claim: Optional[FireClaim] = None) -> None:
         """A timer fired (on a pool worker): name the thread for the job while it runs."""
         thread = threading.current_thread()
         pool_name, thread.name = thread.name, f"bgjobs-{job.id}"
         try:
-            self._fire(job, due)
+            self._fire(job, due, claim)
         except (SystemExit, KeyboardInterrupt) as exc:
             # Recorded as a failed run already. Only the main thread can end the process:
             # in a child the job forked on this worker, it is this one (the pool ends it).
@@ -349,10 +362,12 @@ class LocalJobManager(BaseJobManager):
         self._disarm(job)
         self._coordinator.cancel(job)
 
-    def _fire(self, job: Job, due: float) -> None:
+    def _fire(self, job: Job, due: float, claim: Optional[FireClaim] = None) -> None:
         with self._armed_lock:
             handle = self._armed.get(job)  # this fire's timer, until the next one is armed
-        fire = self._coordinator.take_fire(job, due)  # arms the next tick if this one runs
+        scheduled_for = claim.scheduled_for if claim is not None else self._fire_key(job, due)
+        # Arms the next tick if this one runs.
+        fire = self._coordinator.take_fire(job, due, scheduled_for)
         if fire is None:
             return  # stopped, or another process leads the job now
         missed, reason = fire
@@ -369,11 +384,8 @@ class LocalJobManager(BaseJobManager):
                     f"{job.policy.misfire_grace:g}s",
                 )
                 return
-        # The due time on the wall clock, to the millisecond: every process computes the
-        # same key for one fire (an interval's monotonic due time converts with jitter).
-        scheduled_for = utc_datetime(round(self._to_wall(job, due), 3))
         try:
-            self.run_scheduled(job, scheduled_for)
+            self.run_scheduled(job, scheduled_for, claim=claim)
         except Exception:  # a lock-file problem (job errors are handled by the core)
             logger.error("job %r: scheduled run failed to start", job.id, exc_info=True)
 
@@ -463,7 +475,7 @@ def _describe_exit(exc: BaseException) -> str:
 def _grid_due(tick: TimerHandle) -> float:
     """The schedule's due time a tick stands for (its own ``due`` may carry jitter): the
     ``due`` argument :meth:`LocalJobManager._arm` gave it."""
-    due: float = tick.args[-1]
+    due: float = tick.args[1]
     return due
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "DEFAULT_KEY_TTL",
     "DEFAULT_MAX_AGE",
     "MIGRATIONS",
+    "FireClaim",
     "STATE_DB_NAME",
     "JobRecord",
     "MemoryStore",
@@ -339,6 +340,46 @@ def _abandoned(run: JobRun, now: float) -> JobRun:
 # -- the interface --------------------------------------------------------------------------
 
 
+class FireClaim:
+    """A claim of one scheduled fire, made ahead of it (:meth:`StateStore.claim_fire_ahead`)."""
+
+    __slots__ = ("job_id", "scheduled_for")
+
+    def __init__(self, job_id: str, scheduled_for: datetime) -> None:
+        self.job_id = job_id
+        self.scheduled_for = scheduled_for
+
+    def won(self, timeout: Optional[float] = None) -> Optional[bool]:
+        """Whether this process may run the fire; ``None`` if the store could not say
+        (degraded, or no answer within ``timeout``). Waits for the answer if need be."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<FireClaim {self.job_id!r} {self.scheduled_for.isoformat()}>"
+
+
+class _DecidedClaim(FireClaim):
+    __slots__ = ("_won",)
+
+    def __init__(self, job_id: str, scheduled_for: datetime, won: Optional[bool]) -> None:
+        super().__init__(job_id, scheduled_for)
+        self._won = won
+
+    def won(self, timeout: Optional[float] = None) -> Optional[bool]:
+        return self._won
+
+
+class _LazyClaim(FireClaim):
+    __slots__ = ("_store",)
+
+    def __init__(self, store: StateStore, job_id: str, scheduled_for: datetime) -> None:
+        super().__init__(job_id, scheduled_for)
+        self._store = store
+
+    def won(self, timeout: Optional[float] = None) -> Optional[bool]:
+        return self._store.claim_fire(self.job_id, self.scheduled_for)
+
+
 class StateStore(abc.ABC):
     """Run history and host-wide job state. Every method is thread-safe and never raises
     for a broken store (see the module docstring); wrong arguments raise ``ValueError``.
@@ -382,6 +423,34 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     def claim_fire(self, job_id: str, scheduled_for: datetime) -> bool:
         """``True`` for exactly one caller per ``(job_id, scheduled_for)`` on the host."""
+
+    def claim_fire_ahead(self, job_id: str, scheduled_for: datetime) -> FireClaim:
+        """Start claiming a fire before it is due; the answer is asked for at the fire.
+
+        The process that leads a job's schedule claims its next fire when it arms the
+        timer, an interval ahead, so a store that writes behind commits the claim with
+        other records instead of in a transaction of its own on the fire's path. This
+        default claims nothing ahead: :meth:`FireClaim.won` calls :meth:`claim_fire`.
+        """
+        return _LazyClaim(self, job_id, scheduled_for)
+
+    def retake_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        """Claim a fire claimed ahead by a process that no longer leads the job: ``True``
+        unless a run of that fire is on record. Only the process now leading the job's
+        schedule calls this, for a fire it armed after it took the lead, so the claim's
+        holder never ran it (see ``bgjobs._local.leadership``). This default never takes
+        a claim over."""
+        return False
+
+    def record_abandoned_fire(self, run: JobRun) -> bool:
+        """Record ``run``, an abandoned scheduled run whose start never reached the store
+        (its process was killed at once), unless a run of the same fire is on record;
+        ``True`` if recorded. The default records it when :meth:`job_runs` shows no run
+        of that fire."""
+        if any(r.scheduled_for == run.scheduled_for for r in self.job_runs(run.job_id, 1000)):
+            return False
+        self.finish_run(run)
+        return True
 
     @abc.abstractmethod
     def claim_key(self, key: str, run_id: str) -> Optional[str]:
@@ -582,6 +651,27 @@ class MemoryStore(StateStore):
                 return False
             self._fires[key] = self._clock.time()
             return True
+
+    def claim_fire_ahead(self, job_id: str, scheduled_for: datetime) -> FireClaim:
+        return _DecidedClaim(job_id, scheduled_for, self.claim_fire(job_id, scheduled_for))
+
+    def retake_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        with self._state_lock:
+            if self._has_run_of(job_id, scheduled_for):
+                return False
+            self._fires[(job_id, _ts(scheduled_for))] = self._clock.time()
+            return True
+
+    def record_abandoned_fire(self, run: JobRun) -> bool:
+        with self._state_lock:
+            if run.scheduled_for is None or self._has_run_of(run.job_id, run.scheduled_for):
+                return False
+            return self._finish_locked(_finished(run, self._clock.time()))
+
+    def _has_run_of(self, job_id: str, scheduled_for: datetime) -> bool:
+        """Caller holds ``_state_lock``."""
+        runs = self._runs_by_job.get(job_id, {}).values()
+        return any(run.scheduled_for == scheduled_for for run in runs)
 
     def claim_key(self, key: str, run_id: str) -> Optional[str]:
         with self._state_lock:
@@ -824,10 +914,16 @@ class SQLiteStore(StateStore):
     # -- the operations ------------------------------------------------------------------
 
     def start_run(self, run: JobRun) -> None:
-        # Committed by the caller, before the job is entered: a process killed during the
-        # run leaves a run to mark abandoned, never none. (Waiting for the writer's next
-        # batch instead cost the pool more than the transaction itself.)
-        self._writes.write_now(_Write("start", run))
+        write = _Write("start", run)
+        if run.trigger == "schedule":
+            # Behind, like its end: a transaction on every fire's path cost the pool more
+            # than the run. A leader killed before the writer's next batch leaves no start
+            # on record; its successor records that fire as abandoned from the schedule
+            # record (see record_abandoned_fire).
+            self._writes.submit(write)
+        else:
+            # Someone may ask for the run while it goes (a 202's Location, from any worker).
+            self._writes.write_now(write)
 
     def finish_run(self, run: JobRun) -> None:
         write = _Write("finish", _finished(run, self._clock.time()))
@@ -874,6 +970,48 @@ class SQLiteStore(StateStore):
 
         won = self._call(apply, None, write=False)  # a claim is not a run record
         return self._fallback.claim_fire(job_id, scheduled_for) if won is None else won
+
+    def claim_fire_ahead(self, job_id: str, scheduled_for: datetime) -> FireClaim:
+        if not self._writes.behind:
+            return _DecidedClaim(job_id, scheduled_for, self.claim_fire(job_id, scheduled_for))
+        write = _Write("claim", (job_id, _ts(scheduled_for), self._clock.time()), record=False)
+        write.done = threading.Event()
+        self._writes.submit(write, urgent=False)  # a fire ahead: it may wait for a batch
+        return _QueuedClaim(self, write, job_id, scheduled_for)
+
+    def retake_fire(self, job_id: str, scheduled_for: datetime) -> bool:
+        due = _ts(scheduled_for)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            with _WriteTransaction(conn):
+                if _has_run_of(conn, job_id, due):
+                    return False
+                conn.execute(
+                    "INSERT INTO fires (job_id, scheduled_for, claimed) VALUES (?, ?, ?) "
+                    "ON CONFLICT (job_id, scheduled_for) DO UPDATE SET claimed = excluded.claimed",
+                    (job_id, due, self._clock.time()),
+                )
+                return True
+
+        self._writes.flush()  # this process's own start of that fire, if any, counts
+        won = self._call(op, None, write=False)
+        return self._fallback.claim_fire(job_id, scheduled_for) if won is None else won
+
+    def record_abandoned_fire(self, run: JobRun) -> bool:
+        done = _finished(run, self._clock.time())
+        if done.scheduled_for is None:
+            return False
+        due = _ts(done.scheduled_for)
+
+        def op(conn: sqlite3.Connection) -> bool:
+            with _WriteTransaction(conn):
+                if _has_run_of(conn, done.job_id, due):
+                    return False
+                _BatchRows([_Write("finish", done)]).write(conn)
+                return True
+
+        self._writes.flush()
+        return bool(self._call(op, False, write=True))
 
     def claim_key(self, key: str, run_id: str) -> Optional[str]:
         def op(conn: sqlite3.Connection) -> Tuple[bool, Optional[str]]:
@@ -1499,6 +1637,40 @@ def _abandon_in_transaction(conn: sqlite3.Connection, run: JobRun) -> bool:
     return True
 
 
+class _QueuedClaim(FireClaim):
+    """A claim queued for the writer's next batch."""
+
+    __slots__ = ("_pid", "_store", "_write")
+
+    def __init__(
+        self, store: SQLiteStore, write: _Write, job_id: str, scheduled_for: datetime
+    ) -> None:
+        super().__init__(job_id, scheduled_for)
+        self._store = store
+        self._write = write
+        self._pid = os.getpid()
+
+    def won(self, timeout: Optional[float] = None) -> Optional[bool]:
+        store = self._store
+        if self._pid != os.getpid():
+            return None  # queued in the parent before a fork: the child claims anew
+        if not store._writes.wait(self._write, timeout):
+            return None
+        result = self._write.result
+        if result is None:  # not committed (the store is degraded): this process decides
+            return store._fallback.claim_fire(self.job_id, self.scheduled_for)
+        return bool(result)
+
+
+def _has_run_of(conn: sqlite3.Connection, job_id: str, scheduled_for: float) -> bool:
+    """Whether a run of the fire is on record. Caller holds a transaction."""
+    row = conn.execute(
+        "SELECT 1 FROM runs WHERE job_id = ? AND scheduled_for = ? LIMIT 1",
+        (job_id, scheduled_for),
+    ).fetchone()
+    return row is not None
+
+
 class _BatchRows:
     """A batch of run records and skip counts, merged per run and per job before the
     transaction begins (see :meth:`SQLiteStore._commit_batch`)."""
@@ -1510,8 +1682,11 @@ class _BatchRows:
         finishes: Dict[str, JobRun] = {}
         starts: Dict[str, JobRun] = {}
         self.skips: Dict[str, int] = {}
+        self.claims: List[_Write] = []
         for w in batch:
-            if w.kind == "finish":  # the first finish of a run is its record
+            if w.kind == "claim":
+                self.claims.append(w)
+            elif w.kind == "finish":  # the first finish of a run is its record
                 finishes.setdefault(w.payload.run_id, w.payload)
             elif w.kind == "start":
                 starts.setdefault(w.payload.run_id, w.payload)
@@ -1525,6 +1700,8 @@ class _BatchRows:
         self.starts = [run for run_id, run in starts.items() if run_id not in finishes]
 
     def write(self, conn: sqlite3.Connection) -> None:
+        if self.claims:
+            self._write_claims(conn)
         finishes = self.finishes
         if finishes:
             done = _already_finished(conn, [run.run_id for run in finishes])
@@ -1559,6 +1736,34 @@ class _BatchRows:
                 "AND outcome = 'running' ORDER BY started DESC LIMIT 1) "
                 f"WHERE job_id IN ({_marks(len(names))})",
                 names,
+            )
+
+    def _write_claims(self, conn: sqlite3.Connection) -> None:
+        """Insert the batch's fire claims; each claim's ``result`` says whether it won (a
+        fire already claimed, or claimed twice in the batch, is lost: the first wins)."""
+        keys = [(job_id, due) for job_id, due, _ in (w.payload for w in self.claims)]
+        taken: Set[Tuple[str, float]] = set()
+        for keys_chunk in _chunks(keys, 400):
+            jobs = sorted({job_id for job_id, _ in keys_chunk})
+            dues = sorted({due for _, due in keys_chunk})
+            rows = conn.execute(
+                f"SELECT job_id, scheduled_for FROM fires WHERE job_id IN ({_marks(len(jobs))})"
+                f" AND scheduled_for IN ({_marks(len(dues))})",
+                [*jobs, *dues],
+            ).fetchall()
+            taken.update((str(job_id), float(due)) for job_id, due in rows)
+        won: List[Tuple[str, float, float]] = []
+        for w in self.claims:
+            job_id, due, claimed = w.payload
+            w.result = (job_id, due) not in taken
+            if w.result:
+                taken.add((job_id, due))
+                won.append((job_id, due, claimed))
+        for rows_chunk in _chunks(won, 300):
+            conn.execute(
+                "INSERT OR IGNORE INTO fires (job_id, scheduled_for, claimed) VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(rows_chunk)),
+                [value for row in rows_chunk for value in row],
             )
 
 

@@ -23,9 +23,7 @@ def _bgjobs_plugin_installed() -> bool:
 
     found = entry_points()
     group = (
-        found.select(group="pytest11")
-        if hasattr(found, "select")
-        else found.get("pytest11", [])  # type: ignore[attr-defined]  # Python 3.9
+        found.select(group="pytest11") if hasattr(found, "select") else found.get("pytest11", [])  # type: ignore[attr-defined]  # Python 3.9
     )
     return any(ep.value == "bgjobs.pytest_plugin" for ep in group)
 

@@ -437,9 +437,7 @@ class FakeTriggerDev:
         it belongs to ``environment``, by default the first key's."""
         owner = environment or self.environment_of(self.api_key)
         with self._lock:
-            record = self._new_schedule(
-                task, cron, timezone, external_id, deduplication_key, owner
-            )
+            record = self._new_schedule(task, cron, timezone, external_id, deduplication_key, owner)
             record["active"] = active
             return self._public(record)
 

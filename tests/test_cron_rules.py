@@ -36,7 +36,8 @@ def fires(schedule: CronSchedule, after: datetime, count: int) -> List[datetime]
 
 def test_a_one_value_range_is_that_value_alone() -> None:
     assert fires(cron("0 9-9 * * *"), utc(2026, 1, 1), 2) == [
-        utc(2026, 1, 1, 9), utc(2026, 1, 2, 9)
+        utc(2026, 1, 1, 9),
+        utc(2026, 1, 2, 9),
     ]
     assert fires(cron("0 0 1-1 * *"), utc(2026, 1, 1), 2) == [utc(2026, 2, 1), utc(2026, 3, 1)]
 
@@ -48,14 +49,19 @@ def test_a_star_step_day_field_is_anded_with_the_weekday() -> None:
     # Odd days that are Mondays: Jan 5, 19, Feb 9 (cron ORs only when neither field starts
     # with '*').
     assert fires(cron("0 0 */2 * 1"), utc(2026, 1, 1), 3) == [
-        utc(2026, 1, 5), utc(2026, 1, 19), utc(2026, 2, 9)
+        utc(2026, 1, 5),
+        utc(2026, 1, 19),
+        utc(2026, 2, 9),
     ]
 
 
 def test_two_restricted_day_fields_are_ored() -> None:
     # The 13th or any Friday: Jan 2, 9, 13, 16.
     assert fires(cron("0 0 13 * 5"), utc(2026, 1, 1), 4) == [
-        utc(2026, 1, 2), utc(2026, 1, 9), utc(2026, 1, 13), utc(2026, 1, 16)
+        utc(2026, 1, 2),
+        utc(2026, 1, 9),
+        utc(2026, 1, 13),
+        utc(2026, 1, 16),
     ]
 
 
@@ -122,12 +128,15 @@ def test_accepted_spellings_fire_like_their_plain_form(expression: str, same_as:
 def test_a_wildcard_job_does_not_fire_for_skipped_wall_times() -> None:
     # Paris, 2026-03-29: 02:00 CET jumps to 03:00 CEST at 01:00Z; 02:30 does not exist.
     assert fires(cron("30 * * * *", "Europe/Paris"), utc(2026, 3, 29, 0), 2) == [
-        utc(2026, 3, 29, 0, 30), utc(2026, 3, 29, 1, 30)
+        utc(2026, 3, 29, 0, 30),
+        utc(2026, 3, 29, 1, 30),
     ]
     # Lord Howe, 2026-10-04: 02:00 (+10:30) jumps to 02:30 (+11) at 15:30Z; @hourly has no
     # 02:00 that day, and nothing at the jump: 01:00 (14:30Z), then 03:00 (16:00Z).
     assert fires(cron("@hourly", "Australia/Lord_Howe"), utc(2026, 10, 3, 14, 20), 3) == [
-        utc(2026, 10, 3, 14, 30), utc(2026, 10, 3, 16), utc(2026, 10, 3, 17)
+        utc(2026, 10, 3, 14, 30),
+        utc(2026, 10, 3, 16),
+        utc(2026, 10, 3, 17),
     ]
 
 
@@ -152,13 +161,16 @@ def test_a_fixed_time_job_fires_a_skipped_time_once_at_the_jump() -> None:
 def test_a_wildcard_job_fires_in_both_passes_of_a_repeated_hour() -> None:
     # Paris, 2026-10-25: 03:00 CEST goes back to 02:00 CET at 01:00Z; 02:00 occurs twice.
     assert fires(cron("0 */2 * * *", "Europe/Paris"), utc(2026, 10, 24, 23, 30), 3) == [
-        utc(2026, 10, 25, 0), utc(2026, 10, 25, 1), utc(2026, 10, 25, 3)
+        utc(2026, 10, 25, 0),
+        utc(2026, 10, 25, 1),
+        utc(2026, 10, 25, 3),
     ]
 
 
 def test_a_fixed_time_job_fires_a_repeated_time_once() -> None:
     assert fires(cron("30 2 * * *", "Europe/Paris"), utc(2026, 10, 24, 12), 2) == [
-        utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)
+        utc(2026, 10, 25, 0, 30),
+        utc(2026, 10, 26, 1, 30),
     ]
 
 
@@ -170,17 +182,33 @@ def test_a_fixed_time_job_fires_a_repeated_time_once() -> None:
 )
 @pytest.mark.parametrize(
     "expression",
-    ["* * * * *", "*/7 * * * *", "30 2 * * *", "0 */2 * * *", "30 * * * *", "0,30 1-3 * * *",
-     "*/20 * * * * *", "0 30 2 * * *", "0 0 */2 * 1"],
+    [
+        "* * * * *",
+        "*/7 * * * *",
+        "30 2 * * *",
+        "0 */2 * * *",
+        "30 * * * *",
+        "0,30 1-3 * * *",
+        "*/20 * * * * *",
+        "0 30 2 * * *",
+        "0 0 */2 * 1",
+    ],
 )
 def test_count_fires_equals_the_fires_enumerated_across_dst_changes(
     expression: str, zone: str
 ) -> None:
     schedule = cron(expression, zone)
     rng = random.Random(f"{expression} {zone}")
-    changes = [utc(2026, 3, 8, 7), utc(2026, 3, 29, 1), utc(2026, 4, 4, 15), utc(2026, 4, 5, 3),
-               utc(2026, 9, 6, 4), utc(2026, 10, 3, 15, 30), utc(2026, 10, 25, 1),
-               utc(2026, 11, 1, 6)]
+    changes = [
+        utc(2026, 3, 8, 7),
+        utc(2026, 3, 29, 1),
+        utc(2026, 4, 4, 15),
+        utc(2026, 4, 5, 3),
+        utc(2026, 9, 6, 4),
+        utc(2026, 10, 3, 15, 30),
+        utc(2026, 10, 25, 1),
+        utc(2026, 11, 1, 6),
+    ]
     for change in changes:
         for _ in range(3):
             start = change - timedelta(seconds=rng.randrange(0, 4 * 3600))

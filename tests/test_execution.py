@@ -68,8 +68,20 @@ def test_non_callable_job_is_a_type_error_naming_the_job(
 @pytest.mark.parametrize(
     "interval",
     [0, 0.0, -1, -0.5, math.nan, math.inf, -math.inf, True, False, "5", None, [5]],
-    ids=["zero", "zero-float", "negative", "negative-float", "nan", "inf", "minus-inf",
-         "bool-true", "bool-false", "string", "none", "list"],
+    ids=[
+        "zero",
+        "zero-float",
+        "negative",
+        "negative-float",
+        "nan",
+        "inf",
+        "minus-inf",
+        "bool-true",
+        "bool-false",
+        "string",
+        "none",
+        "list",
+    ],
 )
 def test_bad_interval_is_an_invalid_schedule_error_naming_job_and_value(
     manager: LocalJobManager, interval: Any
@@ -97,8 +109,17 @@ def test_bad_interval_is_an_invalid_schedule_error_naming_job_and_value(
         ("0 0 31 4 *", "never fires"),
         ("", "non-empty"),
     ],
-    ids=["three-fields", "seven-fields", "minute-61", "hour-25", "bad-weekday",
-         "unknown-alias", "february-30", "april-31", "empty"],
+    ids=[
+        "three-fields",
+        "seven-fields",
+        "minute-61",
+        "hour-25",
+        "bad-weekday",
+        "unknown-alias",
+        "february-30",
+        "april-31",
+        "empty",
+    ],
 )
 def test_bad_cron_is_an_invalid_schedule_error_naming_job_and_expression(
     manager: LocalJobManager, expression: str, hint: str
@@ -269,8 +290,9 @@ def test_trigger_job_works_on_a_stopped_job(manager: LocalJobManager) -> None:
 def test_job_can_trigger_another_job_from_inside_its_run(manager: LocalJobManager) -> None:
     inner: List[bool] = []
     manager.schedule_job("child", "Child", noop, HOUR)
-    manager.schedule_job("parent", "Parent", lambda: inner.append(manager.trigger_job("child")),
-                         HOUR)
+    manager.schedule_job(
+        "parent", "Parent", lambda: inner.append(manager.trigger_job("child")), HOUR
+    )
     assert manager.trigger_job("parent") is True
     assert inner == [True]
     statuses = {s.id: (s.status, s.runs) for s in manager.get_all_job_statuses()}

@@ -85,9 +85,7 @@ def finished_runs(manager: LocalJobManager, job_id: str, n: int) -> bool:
     return wait_until(lambda: status_of(manager, job_id).runs >= n)
 
 
-def snapshot_when(
-    manager: LocalJobManager, job_id: str, predicate: Callable[[Any], bool]
-) -> Any:
+def snapshot_when(manager: LocalJobManager, job_id: str, predicate: Callable[[Any], bool]) -> Any:
     """The first status snapshot of ``job_id`` for which ``predicate`` holds (5 s at most)."""
     found: List[Any] = []
 
@@ -622,7 +620,9 @@ def test_a_cron_job_fires_at_its_wall_clock_times(
 ) -> None:
     starts: List[datetime] = []
     manual_manager.schedule_cron_job(
-        "tick", "Tick", lambda: starts.append(status_of(manual_manager, "tick").last_run),
+        "tick",
+        "Tick",
+        lambda: starts.append(status_of(manual_manager, "tick").last_run),
         "*/10 * * * * *",
     )
     first = status_of(manual_manager, "tick").next_run

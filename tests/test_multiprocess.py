@@ -153,9 +153,7 @@ def test_trigger_job_in_another_process_returns_false_while_the_job_runs(tmp_pat
 class Recorder:
     """A job function recording (who, when, next_run) for every run."""
 
-    def __init__(
-        self, who: str, manager: LocalJobManager, job_id: str, shared: List[Line]
-    ) -> None:
+    def __init__(self, who: str, manager: LocalJobManager, job_id: str, shared: List[Line]) -> None:
         self.who, self.manager, self.job_id, self.shared = who, manager, job_id, shared
 
     def __call__(self) -> None:

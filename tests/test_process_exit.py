@@ -87,8 +87,7 @@ def test_process_exits_within_a_second_while_jobs_are_scheduled() -> None:
 
 def test_process_exits_promptly_while_a_fast_job_keeps_ticking() -> None:
     elapsed = run_until_exit(
-        'manager.schedule_job("fast", "Fast", lambda: sys.stdout.write(""), 0.01)\n'
-        "time.sleep(0.1)"
+        'manager.schedule_job("fast", "Fast", lambda: sys.stdout.write(""), 0.01)\ntime.sleep(0.1)'
     )
     print(f"\nexit {elapsed * 1000:.1f} ms after the main code ended (fast job ticking)")
     assert elapsed < LIMIT, f"exit took {elapsed:.3f}s after the main code ended"

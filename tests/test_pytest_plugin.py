@@ -19,9 +19,7 @@ def _entry_points() -> List[str]:
 
     found = entry_points()
     group = (
-        found.select(group="pytest11")
-        if hasattr(found, "select")
-        else found.get("pytest11", [])  # type: ignore[attr-defined]  # Python 3.9
+        found.select(group="pytest11") if hasattr(found, "select") else found.get("pytest11", [])  # type: ignore[attr-defined]  # Python 3.9
     )
     return [f"{ep.name} = {ep.value}" for ep in group]
 
@@ -107,9 +105,7 @@ FRESH_PROJECT_JOBS = """
 
 def test_the_fixtures_work_in_a_fresh_project(pytester: pytest.Pytester) -> None:
     if "bgjobs = bgjobs.pytest_plugin" not in _entry_points():
-        pytest.skip(
-            "this bgjobs install predates its pytest11 entry point: pip install -e . again"
-        )
+        pytest.skip("this bgjobs install predates its pytest11 entry point: pip install -e . again")
     # Only the two files below: no conftest, no pytest_plugins, nothing from this checkout
     # but the installed package; a subprocess, so the entry point is what loads the plugin.
     pytester.makepyfile(test_jobs=FRESH_PROJECT_TESTS, myjobs=FRESH_PROJECT_JOBS)

@@ -130,20 +130,35 @@ def test_duplicate_job_id_is_an_error() -> None:
 @pytest.mark.parametrize(
     ("declare", "error"),
     [
-        pytest.param(lambda j: j.interval("z", "Zero")(noop), InvalidScheduleError,
-                     id="interval-without-units"),
-        pytest.param(lambda j: j.interval("neg", "Neg", seconds=-5)(noop), InvalidScheduleError,
-                     id="negative-interval"),
-        pytest.param(lambda j: j.cron("c", "Bad cron", "61 * * * *")(noop), InvalidScheduleError,
-                     id="bad-cron"),
-        pytest.param(lambda j: j.cron("c", "Never", "0 0 30 2 *")(noop), InvalidScheduleError,
-                     id="cron-never-fires"),
-        pytest.param(lambda j: j.cron("c", "Bad tz", "@daily", timezone="Nope/Nope")(noop),
-                     InvalidScheduleError, id="unknown-timezone"),
-        pytest.param(lambda j: j.interval("", "Empty", seconds=5)(noop), ValueError,
-                     id="empty-id"),
-        pytest.param(lambda j: j.add_interval("x", "Not callable", 42, 5), TypeError,
-                     id="not-callable"),
+        pytest.param(
+            lambda j: j.interval("z", "Zero")(noop),
+            InvalidScheduleError,
+            id="interval-without-units",
+        ),
+        pytest.param(
+            lambda j: j.interval("neg", "Neg", seconds=-5)(noop),
+            InvalidScheduleError,
+            id="negative-interval",
+        ),
+        pytest.param(
+            lambda j: j.cron("c", "Bad cron", "61 * * * *")(noop),
+            InvalidScheduleError,
+            id="bad-cron",
+        ),
+        pytest.param(
+            lambda j: j.cron("c", "Never", "0 0 30 2 *")(noop),
+            InvalidScheduleError,
+            id="cron-never-fires",
+        ),
+        pytest.param(
+            lambda j: j.cron("c", "Bad tz", "@daily", timezone="Nope/Nope")(noop),
+            InvalidScheduleError,
+            id="unknown-timezone",
+        ),
+        pytest.param(lambda j: j.interval("", "Empty", seconds=5)(noop), ValueError, id="empty-id"),
+        pytest.param(
+            lambda j: j.add_interval("x", "Not callable", 42, 5), TypeError, id="not-callable"
+        ),
     ],
 )
 def test_bad_declarations_fail_at_declaration_time(declare: Any, error: type) -> None:
@@ -188,8 +203,9 @@ class CountingManager(NoOpJobManager):
     def schedule_job(self, id: str, name: str, job: Any, interval: Any) -> None:
         self._record(id)
 
-    def schedule_cron_job(self, id: str, name: str, job: Any, cron_expression: str, *,
-                          timezone: Any = None) -> None:
+    def schedule_cron_job(
+        self, id: str, name: str, job: Any, cron_expression: str, *, timezone: Any = None
+    ) -> None:
         self._record(id)
 
     def _record(self, id: str) -> None:
@@ -296,8 +312,11 @@ def test_initialize_background_jobs_defaults_to_the_singleton(
         pytest.param({"DISABLE_AUTO_SYNC": "1"}, NoOpJobManager, id="disable-auto-sync"),
         pytest.param({"VERCEL": "1"}, VercelJobManager, id="vercel"),
         pytest.param({"BGJOBS_MODE": "vercel"}, VercelJobManager, id="forced-vercel"),
-        pytest.param({"TRIGGER_DEV_ENABLED": "1", "BGJOBS_ENV": "production"}, LocalJobManager,
-                     id="partial-trigger-dev-is-local"),
+        pytest.param(
+            {"TRIGGER_DEV_ENABLED": "1", "BGJOBS_ENV": "production"},
+            LocalJobManager,
+            id="partial-trigger-dev-is-local",
+        ),
     ],
 )
 def test_factory_builds_the_manager_for_the_mode(env: Dict[str, str], kind: type) -> None:
@@ -321,8 +340,9 @@ def test_factory_logs_the_mode_and_warns_about_partial_trigger_dev(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.INFO, logger="bgjobs"):
-        create_job_manager({"TRIGGER_DEV_API_URL": "https://t.example",
-                            "TRIGGER_DEV_API_KEY": ""}).stop_all_jobs()
+        create_job_manager(
+            {"TRIGGER_DEV_API_URL": "https://t.example", "TRIGGER_DEV_API_KEY": ""}
+        ).stop_all_jobs()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert len(warnings) == 1 and "partially configured" in warnings[0].getMessage()
@@ -342,8 +362,11 @@ def test_factory_unknown_mode_is_a_value_error() -> None:
 
 
 def test_factory_builds_the_trigger_dev_manager_once_it_exists() -> None:
-    env = {"TRIGGER_DEV_ENABLED": "1", "TRIGGER_DEV_API_KEY": "tr_dev_x",
-           "BGJOBS_ENV": "production"}
+    env = {
+        "TRIGGER_DEV_ENABLED": "1",
+        "TRIGGER_DEV_API_KEY": "tr_dev_x",
+        "BGJOBS_ENV": "production",
+    }
     try:
         m = create_job_manager(env)
     except NotImplementedError:

@@ -90,8 +90,9 @@ def test_an_error_message_never_carries_a_huge_repr() -> None:
         pytest.param(lambda m: m.schedule_job("keep", "v2", noop, 1e12), id="huge-interval"),
         pytest.param(lambda m: m.schedule_job("keep", "v2", noop, 1e-9), id="tiny-interval"),
         pytest.param(lambda m: m.schedule_job("keep", "v2", noop, 10**400), id="overflow"),
-        pytest.param(lambda m: m.schedule_cron_job("keep", "v2", noop, "0 22-2 * * *"),
-                     id="bad-cron"),
+        pytest.param(
+            lambda m: m.schedule_cron_job("keep", "v2", noop, "0 22-2 * * *"), id="bad-cron"
+        ),
     ],
 )
 def test_a_failed_replacement_keeps_the_old_jobs_grid(

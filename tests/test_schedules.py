@@ -50,36 +50,97 @@ def fires(schedule: CronSchedule, after: datetime, count: int) -> List[datetime]
 @pytest.mark.parametrize(
     ("expression", "tz", "after", "expected"),
     [
-        pytest.param("0 9 * * *", "UTC", utc(2026, 1, 1, 8, 59, 59), utc(2026, 1, 1, 9),
-                     id="daily-9am-later-today"),
-        pytest.param("0 9 * * *", "UTC", utc(2026, 1, 1, 9), utc(2026, 1, 2, 9),
-                     id="daily-9am-strictly-after-a-fire-time"),
-        pytest.param("0 9 * * *", "UTC", utc(2026, 1, 1, 9, 0, 1), utc(2026, 1, 2, 9),
-                     id="daily-9am-just-missed"),
-        pytest.param("0 0 * * *", "UTC", utc(2026, 1, 31, 12), utc(2026, 2, 1),
-                     id="midnight-across-month-end"),
-        pytest.param("0 0 * * *", "UTC", utc(2026, 12, 31, 23, 59, 59), utc(2027, 1, 1),
-                     id="midnight-across-year-end"),
-        pytest.param("*/30 * * * * *", "UTC", utc(2026, 1, 1, 0, 0, 10),
-                     utc(2026, 1, 1, 0, 0, 30), id="six-fields-seconds-first"),
-        pytest.param("*/30 * * * * *", "UTC", utc(2026, 1, 1, 0, 0, 30),
-                     utc(2026, 1, 1, 0, 1, 0), id="six-fields-next-minute"),
-        pytest.param("15 0 9 * * *", "UTC", utc(2026, 1, 1, 8), utc(2026, 1, 1, 9, 0, 15),
-                     id="six-fields-second-15-of-9am"),
-        pytest.param("@hourly", "UTC", utc(2026, 1, 1, 10, 15), utc(2026, 1, 1, 11),
-                     id="alias-hourly"),
+        pytest.param(
+            "0 9 * * *",
+            "UTC",
+            utc(2026, 1, 1, 8, 59, 59),
+            utc(2026, 1, 1, 9),
+            id="daily-9am-later-today",
+        ),
+        pytest.param(
+            "0 9 * * *",
+            "UTC",
+            utc(2026, 1, 1, 9),
+            utc(2026, 1, 2, 9),
+            id="daily-9am-strictly-after-a-fire-time",
+        ),
+        pytest.param(
+            "0 9 * * *",
+            "UTC",
+            utc(2026, 1, 1, 9, 0, 1),
+            utc(2026, 1, 2, 9),
+            id="daily-9am-just-missed",
+        ),
+        pytest.param(
+            "0 0 * * *",
+            "UTC",
+            utc(2026, 1, 31, 12),
+            utc(2026, 2, 1),
+            id="midnight-across-month-end",
+        ),
+        pytest.param(
+            "0 0 * * *",
+            "UTC",
+            utc(2026, 12, 31, 23, 59, 59),
+            utc(2027, 1, 1),
+            id="midnight-across-year-end",
+        ),
+        pytest.param(
+            "*/30 * * * * *",
+            "UTC",
+            utc(2026, 1, 1, 0, 0, 10),
+            utc(2026, 1, 1, 0, 0, 30),
+            id="six-fields-seconds-first",
+        ),
+        pytest.param(
+            "*/30 * * * * *",
+            "UTC",
+            utc(2026, 1, 1, 0, 0, 30),
+            utc(2026, 1, 1, 0, 1, 0),
+            id="six-fields-next-minute",
+        ),
+        pytest.param(
+            "15 0 9 * * *",
+            "UTC",
+            utc(2026, 1, 1, 8),
+            utc(2026, 1, 1, 9, 0, 15),
+            id="six-fields-second-15-of-9am",
+        ),
+        pytest.param(
+            "@hourly", "UTC", utc(2026, 1, 1, 10, 15), utc(2026, 1, 1, 11), id="alias-hourly"
+        ),
         pytest.param("@daily", "UTC", utc(2026, 1, 1, 10), utc(2026, 1, 2), id="alias-daily"),
         pytest.param("@weekly", "UTC", utc(2026, 1, 1), utc(2026, 1, 4), id="alias-weekly-sunday"),
         pytest.param("@monthly", "UTC", utc(2026, 1, 15), utc(2026, 2, 1), id="alias-monthly"),
         pytest.param("@yearly", "UTC", utc(2026, 1, 15), utc(2027, 1, 1), id="alias-yearly"),
-        pytest.param("0 9 * * 1-5", "UTC", utc(2026, 1, 2, 10), utc(2026, 1, 5, 9),
-                     id="weekdays-skip-the-weekend"),
-        pytest.param("0 9 * * *", "Europe/Paris", utc(2026, 1, 10), utc(2026, 1, 10, 8),
-                     id="paris-9am-in-winter-is-8-utc"),
-        pytest.param("0 9 * * *", "Europe/Paris", utc(2026, 7, 10), utc(2026, 7, 10, 7),
-                     id="paris-9am-in-summer-is-7-utc"),
-        pytest.param("0 9 * * *", "America/New_York", utc(2026, 1, 10), utc(2026, 1, 10, 14),
-                     id="new-york-9am-in-winter"),
+        pytest.param(
+            "0 9 * * 1-5",
+            "UTC",
+            utc(2026, 1, 2, 10),
+            utc(2026, 1, 5, 9),
+            id="weekdays-skip-the-weekend",
+        ),
+        pytest.param(
+            "0 9 * * *",
+            "Europe/Paris",
+            utc(2026, 1, 10),
+            utc(2026, 1, 10, 8),
+            id="paris-9am-in-winter-is-8-utc",
+        ),
+        pytest.param(
+            "0 9 * * *",
+            "Europe/Paris",
+            utc(2026, 7, 10),
+            utc(2026, 7, 10, 7),
+            id="paris-9am-in-summer-is-7-utc",
+        ),
+        pytest.param(
+            "0 9 * * *",
+            "America/New_York",
+            utc(2026, 1, 10),
+            utc(2026, 1, 10, 14),
+            id="new-york-9am-in-winter",
+        ),
     ],
 )
 def test_next_fire_time(expression: str, tz: str, after: datetime, expected: datetime) -> None:
@@ -267,8 +328,9 @@ def stop_later():
 def test_manager_on_a_fake_clock_shows_cron_next_run(stop_later) -> None:
     m = LocalJobManager(clock=ManualClock(utc(2026, 3, 28, 12).timestamp()), env={})
     stop_later(m)
-    m.schedule_cron_job("paris-0230", "Paris 02:30", lambda: None, "30 2 * * *",
-                        timezone="Europe/Paris")
+    m.schedule_cron_job(
+        "paris-0230", "Paris 02:30", lambda: None, "30 2 * * *", timezone="Europe/Paris"
+    )
     m.schedule_cron_job("utc-9", "UTC 9am", lambda: None, "0 9 * * *")
     m.schedule_cron_job("every-30s", "Every 30 s", lambda: None, "*/30 * * * * *")
     m.schedule_cron_job("hourly", "Hourly", lambda: None, "@hourly")
@@ -328,16 +390,36 @@ def _run_once_at(at: datetime, expression: str, tz: Optional[str], stop_later):
 @pytest.mark.parametrize(
     ("at", "expression", "expected_next"),
     [
-        pytest.param(utc(2026, 3, 29, 1), "30 2 * * *", utc(2026, 3, 30, 0, 30),
-                     id="spring-daily-0230-fires-at-transition-then-tomorrow"),
-        pytest.param(utc(2026, 10, 25, 0, 30), "30 2 * * *", utc(2026, 10, 26, 1, 30),
-                     id="fall-daily-0230-fires-once-not-again-an-hour-later"),
-        pytest.param(utc(2026, 10, 25, 0), "0 * * * *", utc(2026, 10, 25, 1),
-                     id="fall-hourly-first-0200-then-second-0200"),
-        pytest.param(utc(2026, 10, 25, 1), "0 * * * *", utc(2026, 10, 25, 2),
-                     id="fall-hourly-second-0200-then-0300"),
-        pytest.param(utc(2026, 3, 29, 0), "0 * * * *", utc(2026, 3, 29, 1),
-                     id="spring-hourly-0100-then-0300-an-hour-later"),
+        pytest.param(
+            utc(2026, 3, 29, 1),
+            "30 2 * * *",
+            utc(2026, 3, 30, 0, 30),
+            id="spring-daily-0230-fires-at-transition-then-tomorrow",
+        ),
+        pytest.param(
+            utc(2026, 10, 25, 0, 30),
+            "30 2 * * *",
+            utc(2026, 10, 26, 1, 30),
+            id="fall-daily-0230-fires-once-not-again-an-hour-later",
+        ),
+        pytest.param(
+            utc(2026, 10, 25, 0),
+            "0 * * * *",
+            utc(2026, 10, 25, 1),
+            id="fall-hourly-first-0200-then-second-0200",
+        ),
+        pytest.param(
+            utc(2026, 10, 25, 1),
+            "0 * * * *",
+            utc(2026, 10, 25, 2),
+            id="fall-hourly-second-0200-then-0300",
+        ),
+        pytest.param(
+            utc(2026, 3, 29, 0),
+            "0 * * * *",
+            utc(2026, 3, 29, 1),
+            id="spring-hourly-0100-then-0300-an-hour-later",
+        ),
     ],
 )
 def test_local_manager_runs_cron_across_dst_on_a_shifted_clock(

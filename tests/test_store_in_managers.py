@@ -94,9 +94,32 @@ def test_a_fire_claimed_by_one_manager_is_not_run_by_the_other(state_dir: Path) 
         due = a.get_job_status("once").next_run  # type: ignore[union-attr]
         job_a, job_b = a._job("once"), b._job("once")
         assert job_a is not None and job_b is not None
-        assert a.run_scheduled(job_a, due) is True
+        # a leads: it claimed the fire when it armed it, an interval ahead.
+        claim = a._armed[job_a].args[2]
+        assert claim is not None and claim.scheduled_for == due
+        assert b.run_scheduled(job_b, due) is False
+        assert a.run_scheduled(job_a, due, claim=claim) is True
         assert b.run_scheduled(job_b, due) is False
         assert calls == ["a"]
+
+
+def test_a_leader_takes_over_a_claim_its_predecessor_never_ran(state_dir: Path) -> None:
+    calls: List[str] = []
+    with LocalJobManager(env={}, state_dir=state_dir) as a:
+        a.schedule_job("hourly", "Hourly", lambda: calls.append("a"), 3600)
+        due = a.get_job_status("hourly").next_run  # type: ignore[union-attr]
+        assert a.store is not None and a.store.flush()
+        assert a.store.claim_fire("hourly", due) is False  # claimed ahead by a
+    with LocalJobManager(env={}, state_dir=state_dir) as b:  # a's successor
+        b.schedule_job("hourly", "Hourly", lambda: calls.append("b"), 3600)
+        job_b = b._job("hourly")
+        assert job_b is not None and b.get_job_status("hourly").next_run == due
+        claim = b._armed[job_b].args[2]
+        assert claim.won() is False  # a's claim stands...
+        assert b.run_scheduled(job_b, due, claim=claim) is True  # ...and b takes it over
+        # Once a run of the fire is on record, nobody takes it over again.
+        assert b.store is not None and b.store.retake_fire("hourly", due) is False
+    assert calls == ["b"]
 
 
 def test_a_run_key_runs_once_across_managers(state_dir: Path) -> None:

@@ -90,8 +90,7 @@ def test_hammering_the_manager_loses_no_update(caplog: pytest.LogCaptureFixture)
                         job_id, job_id, ledger.job(job_id, 5), rng.choice([0.005, 0.01, 0.05])
                     )
                 elif op == "cron":
-                    manager.schedule_cron_job(job_id, job_id, ledger.job(job_id, 5),
-                                              "* * * * * *")
+                    manager.schedule_cron_job(job_id, job_id, ledger.job(job_id, 5), "* * * * * *")
                 elif op == "trigger":
                     assert manager.trigger_job(job_id) in (True, False)
                 elif op == "stop":
@@ -99,8 +98,13 @@ def test_hammering_the_manager_loses_no_update(caplog: pytest.LogCaptureFixture)
                 elif op == "status":
                     status = manager.get_job_status(job_id)
                     assert status is not None and status.id == job_id
-                    assert status.status in ("scheduled", "running", "completed", "failed",
-                                             "stopped")
+                    assert status.status in (
+                        "scheduled",
+                        "running",
+                        "completed",
+                        "failed",
+                        "stopped",
+                    )
                 elif op == "all":
                     assert len(manager.get_all_job_statuses()) == len(STABLE) + len(CHURN)
                 elif op == "metrics":
@@ -144,8 +148,10 @@ def test_hammering_the_manager_loses_no_update(caplog: pytest.LogCaptureFixture)
         failed = sum(ledger.failures.values())
         per_job = dict(ledger.runs)
         per_job_failures = dict(ledger.failures)
-    print(f"\nstress: {sum(ops.values())} operations {dict(ops)}, {counted} runs, "
-          f"{failed} failed, {metrics.skipped_executions} skipped")
+    print(
+        f"\nstress: {sum(ops.values())} operations {dict(ops)}, {counted} runs, "
+        f"{failed} failed, {metrics.skipped_executions} skipped"
+    )
     assert metrics.total_executions == metrics.successful_jobs + metrics.failed_jobs == counted
     assert metrics.failed_jobs == failed
     assert counted > 200  # the test did hammer it

@@ -24,10 +24,10 @@ BROKEN_TICK = """
         # worker thread lives on, so threading.excepthook never hears of it.
         original = LocalJobManager._fire
 
-        def fire(self, job, due):
+        def fire(self, job, due, *rest):
             if job.id == "broken":
                 raise RuntimeError("a bug in the tick")
-            original(self, job, due)
+            original(self, job, due, *rest)
 
         monkeypatch.setattr(LocalJobManager, "_fire", fire)
         clock = ManualClock()

@@ -313,10 +313,16 @@ def test_vercel_mode_through_the_flask_extension(tmp_path: Any) -> None:
         # Vercel always says which; a VERCEL=1 that does not is treated as the worst case.
         pytest.param({"VERCEL": "1"}, "production", id="vercel-without-vercel-env"),
         pytest.param({"VERCEL_ENV": "Preview"}, "preview", id="vercel-env-alone"),
-        pytest.param({"VERCEL": "1", "VERCEL_ENV": "preview", "BGJOBS_ENV": "staging"}, "staging",
-                     id="bgjobs-env-may-rename-it"),
-        pytest.param({"VERCEL": "1", "BGJOBS_ENV": "development"}, "development",
-                     id="forced-vercel-mode-on-a-laptop"),
+        pytest.param(
+            {"VERCEL": "1", "VERCEL_ENV": "preview", "BGJOBS_ENV": "staging"},
+            "staging",
+            id="bgjobs-env-may-rename-it",
+        ),
+        pytest.param(
+            {"VERCEL": "1", "BGJOBS_ENV": "development"},
+            "development",
+            id="forced-vercel-mode-on-a-laptop",
+        ),
         pytest.param({}, "development", id="not-on-vercel"),
     ],
 )

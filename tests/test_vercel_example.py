@@ -198,8 +198,18 @@ def _build_wheel(tmp_path: Path) -> Path:
 
 def _install(wheel: Path, target: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-         "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -235,8 +245,11 @@ def test_the_example_requirements_install_the_wheel_the_readme_builds(tmp_path: 
     # Vercel resolves the rest from the wheel's own metadata.
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read(f"bgjobs-{_version()}.dist-info/METADATA").decode()
-    requires = [line[len("Requires-Dist: "):] for line in metadata.splitlines()
-                if line.startswith("Requires-Dist: ") and "extra ==" not in line]
+    requires = [
+        line[len("Requires-Dist: ") :]
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist: ") and "extra ==" not in line
+    ]
     assert sorted(requires) == sorted(_install_requires())
     assert "--wheel-dir examples/vercel_app/wheels ." in README.read_text()
 

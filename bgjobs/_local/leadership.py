@@ -37,6 +37,7 @@ import os
 import threading
 import weakref
 from abc import ABC, abstractmethod
+from datetime import datetime
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -117,6 +118,8 @@ class ScheduleOwner(Protocol):
 
     def _skip_missed(self, job: Job, count: int, reason: str) -> None: ...
 
+    def _record_lost_start(self, job: Job, scheduled_for: float, pid: int) -> None: ...
+
     def _housekeeping(self) -> None: ...
 
 
@@ -132,6 +135,11 @@ class Coordinator(ABC):
         self._owner: ScheduleOwner = weakref.proxy(owner)
         #: Each job id's leadership, with a lock directory; empty without one.
         self.leaderships: Dict[str, JobLeadership] = {}
+
+    #: Whether the owner claims a fire in the store when it arms it, ahead of the fire:
+    #: safe only where one process leads a job's schedule (a lock directory), since its
+    #: successor must be able to take over a claim whose fire never ran.
+    claims_ahead = True
 
     @property
     def lock_dir(self) -> Optional[str]:
@@ -152,7 +160,7 @@ class Coordinator(ABC):
         self.start(job)
 
     @abstractmethod
-    def take_fire(self, job: Job, due: float) -> Optional[Fire]:
+    def take_fire(self, job: Job, due: float, key: Optional[datetime] = None) -> Optional[Fire]:
         """If this manager leads ``job``, take its fire at ``due`` and arm the next one.
 
         Returns the due times skipped before it and why, or ``None`` when the fire is not
@@ -184,6 +192,8 @@ class Coordinator(ABC):
 class SoloCoordinator(Coordinator):
     """No lock directory: this process leads every job it schedules."""
 
+    claims_ahead = False  # every process has its own timers: the first to claim runs it
+
     def start(self, job: Job) -> None:
         assert job.schedule is not None
         self._owner._arm(job, job.schedule.first_due(self._owner._now(job)))
@@ -208,7 +218,7 @@ class SoloCoordinator(Coordinator):
     def after_fork_in_parent(self) -> None:
         pass  # parent and child both run the jobs (the child warns)
 
-    def take_fire(self, job: Job, due: float) -> Optional[Fire]:
+    def take_fire(self, job: Job, due: float, key: Optional[datetime] = None) -> Optional[Fire]:
         assert job.schedule is not None
         if job.stopped:
             return None
@@ -316,7 +326,7 @@ class HostCoordinator(Coordinator):
                     self._resign(leadership)
                     job.set_runner(None)
 
-    def take_fire(self, job: Job, due: float) -> Optional[Fire]:
+    def take_fire(self, job: Job, due: float, key: Optional[datetime] = None) -> Optional[Fire]:
         assert job.schedule is not None
         leadership = self.leaderships.get(job.id)
         if leadership is None:
@@ -328,7 +338,9 @@ class HostCoordinator(Coordinator):
                 return None
             nxt, missed = job.schedule.next_due(due, self._owner._now(job))
             # Record first: a successor starts after this fire, so it never runs twice.
-            self._write_record(job, leadership, nxt)
+            # "taken" names this fire: should this process die before the store has its
+            # start (written behind), the successor records it as abandoned.
+            self._write_record(job, leadership, nxt, taken=key)
             self._owner._arm(job, nxt)
             reason = _HANDOVER if leadership.catching_up else LATE
             leadership.catching_up = False
@@ -356,6 +368,7 @@ class HostCoordinator(Coordinator):
         assert job.schedule is not None
         leadership.leading = True
         leadership.free_since = None
+        self._note_lost_start(job, leadership)
         due = self._resume_due(job, leadership, installing=installing)
         self._write_record(job, leadership, due)
         job.set_runner(f"this process (pid {os.getpid()})")
@@ -430,15 +443,29 @@ class HostCoordinator(Coordinator):
             return None
         return record if isinstance(record, dict) else None
 
-    def _write_record(self, job: Job, leadership: JobLeadership, due: float) -> None:
+    def _note_lost_start(self, job: Job, leadership: JobLeadership) -> None:
+        """The previous leader's last fire, if that process is gone: the owner records it
+        as abandoned unless its run is on record (the start may have died with it)."""
+        record = self._read_record(leadership)
+        if record is None or record.get("manager") == self._token:
+            return
+        pid, taken = record.get("pid"), record.get("taken")
+        if isinstance(pid, int) and isinstance(taken, (int, float)) and math.isfinite(taken):
+            self._owner._record_lost_start(job, float(taken), pid)
+
+    def _write_record(
+        self, job: Job, leadership: JobLeadership, due: float, *, taken: Optional[datetime] = None
+    ) -> None:
         assert job.schedule is not None
-        record = {
+        record: Dict[str, Any] = {
             "pid": os.getpid(),
             "manager": self._token,
             "job": job.id,
             "schedule": job.schedule.description,
             "next": self._owner._to_wall(job, due),
         }
+        if taken is not None:
+            record["taken"] = taken.timestamp()
         try:
             import json
 
