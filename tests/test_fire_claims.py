@@ -107,12 +107,20 @@ def test_an_abandoned_fire_with_a_run_on_record_is_not_recorded(store: StateStor
     assert [r.run_id for r in store.job_runs("job")] == ["ran"]
 
 
-def test_claims_in_one_batch_are_decided_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("returning", [True, False], ids=["returning", "select-first"])
+def test_claims_in_one_batch_are_decided_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    import bgjobs.store
+
+    monkeypatch.setattr(bgjobs.store, "_HAVE_RETURNING", returning)  # SQLite < 3.35: False
     s = SQLiteStore(tmp_path / "state.db", write_behind=True)
     try:
+        assert s.claim_fire("job7", at(3)) is True  # one key claimed before the batch
         claims = [s.claim_fire_ahead(f"job{i % 50}", at(i // 50)) for i in range(500)]
         again = [s.claim_fire_ahead(f"job{i % 50}", at(i // 50)) for i in range(500)]
-        assert [c.won() for c in claims] == [True] * 500
+        expected = [not (i % 50 == 7 and i // 50 == 3) for i in range(500)]
+        assert [c.won() for c in claims] == expected
         assert [c.won() for c in again] == [False] * 500
         assert s.degraded is None and s.dropped_writes == 0
     finally:
@@ -266,9 +274,12 @@ def test_quick_pwrite_writes_at_the_offset(tmp_path: Path) -> None:
 
 
 def test_run_ids_are_unique_hex_and_a_forked_child_makes_its_own() -> None:
-    ids = {new_run_id() for _ in range(20000)}
-    assert len(ids) == 20000
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    made = [new_run_id() for _ in range(20000)]
+    assert len(set(made)) == 20000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    # Time-ordered: the first 12 digits are milliseconds, so ids sort by creation.
+    assert [i[:12] for i in made] == sorted(i[:12] for i in made)
+    assert abs(int(made[-1][:12], 16) / 1000 - time.time()) < 60
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through the pipe
