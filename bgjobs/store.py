@@ -1698,15 +1698,19 @@ class _BatchRows:
         self.finishes = list(finishes.values())
         # A start whose finish is in the same batch is not written: the finish is the row.
         self.starts = [run for run_id, run in starts.items() if run_id not in finishes]
+        # Finishes of runs started in an earlier batch (or elsewhere): only these may have
+        # been finished before (abandoned), or be shown as running in their job's row.
+        self.finished_later = [run for run in self.finishes if run.run_id not in starts]
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.claims:
             self._write_claims(conn)
-        finishes = self.finishes
-        if finishes:
-            done = _already_finished(conn, [run.run_id for run in finishes])
+        finishes, later = self.finishes, self.finished_later
+        if later:
+            done = _already_finished(conn, [run.run_id for run in later])
             if done:  # finished before (e.g. abandoned): recorded once, counted once
                 finishes = [run for run in finishes if run.run_id not in done]
+                later = [run for run in later if run.run_id not in done]
         runs = [_run_row(run) for run in self.starts] + [_run_row(run) for run in finishes]
         for chunk in _chunks(runs, self._CHUNK):
             conn.execute(
@@ -1726,9 +1730,10 @@ class _BatchRows:
                 + _DELTA_UPSERT,
                 [value for row in chunk for value in row],
             )
-        # Jobs whose run ended with none started in this batch: show the newest run still
-        # going (another process's, or none).
-        ended = sorted({run.job_id for run in finishes} - {run.job_id for run in self.starts})
+        # Jobs whose run, shown as running, ended with none started in this batch: show the
+        # newest run still going (another process's, or none). A run started and ended in
+        # this batch was never shown.
+        ended = sorted({run.job_id for run in later} - {run.job_id for run in self.starts})
         for names in _chunks(ended, 500):
             conn.execute(
                 "UPDATE jobs SET (running_run_id, running_pid, running_host) = ("
@@ -1741,6 +1746,9 @@ class _BatchRows:
     def _write_claims(self, conn: sqlite3.Connection) -> None:
         """Insert the batch's fire claims; each claim's ``result`` says whether it won (a
         fire already claimed, or claimed twice in the batch, is lost: the first wins)."""
+        if _HAVE_RETURNING:
+            self._write_claims_returning(conn)
+            return
         keys = [(job_id, due) for job_id, due, _ in (w.payload for w in self.claims)]
         taken: Set[Tuple[str, float]] = set()
         for keys_chunk in _chunks(keys, 400):
@@ -1765,6 +1773,29 @@ class _BatchRows:
                 + ", ".join(["(?, ?, ?)"] * len(rows_chunk)),
                 [value for row in rows_chunk for value in row],
             )
+
+    def _write_claims_returning(self, conn: sqlite3.Connection) -> None:
+        """:meth:`_write_claims` in one statement per chunk: the rows inserted are returned,
+        and a claim won if its row was (the first of a key in the batch)."""
+        first: Dict[Tuple[str, float], _Write] = {}
+        for w in self.claims:
+            key = (w.payload[0], w.payload[1])
+            w.result = False
+            first.setdefault(key, w)
+        rows = [w.payload for w in first.values()]
+        for chunk in _chunks(rows, 300):
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO fires (job_id, scheduled_for, claimed) VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(chunk))
+                + " RETURNING job_id, scheduled_for",
+                [value for row in chunk for value in row],
+            ).fetchall()
+            for job_id, due in inserted:
+                first[(str(job_id), float(due))].result = True
+
+
+# RETURNING came with SQLite 3.35 (2021); older libraries claim with a SELECT first.
+_HAVE_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 
 def _chunks(items: List[_T], size: int) -> List[List[_T]]:
