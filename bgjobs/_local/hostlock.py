@@ -273,8 +273,10 @@ class LockDirectory:
         return f"LockDirectory({self.path!r})"
 
 
-RECORD_STEP = 128
-"""A lock file's record is padded to a multiple of this many bytes (see HostLock.write)."""
+RECORD_STEP = 256
+"""A lock file's record is padded to a multiple of this many bytes (see HostLock.write): a
+schedule record (pid, manager, job id, schedule, next and last fire) fits the first step
+unless its job id or cron expression is long, so only a new leader's first write truncates."""
 
 
 class HostLock:
