@@ -333,3 +333,58 @@ def test_records_from_many_threads_are_all_written_and_flush_waits_for_them(
     finally:
         s.close()
         other.close()
+
+
+_CLEAN_EXIT = """
+import sys, threading, json
+sys.path.insert(0, {root!r})
+from bgjobs import LocalJobManager
+ran = threading.Semaphore(0)
+with LocalJobManager(env={{}}, state_dir={state!r}) as m:
+    m.schedule_job("tick", "Tick", ran.release, 0.05)
+    for _ in range(3):
+        assert ran.acquire(timeout=10)
+    with open({record!r}) as f:
+        print(json.dumps("taken" in json.loads(f.read())), flush=True)
+"""
+
+
+def test_a_clean_resign_drops_the_taken_fire_from_the_schedule_record(tmp_path: Path) -> None:
+    """A leader names the fire it took in the schedule's lock file (for a successor, should
+    it die before the fire's start reaches the store); one that resigns cleanly lives on to
+    write that run, so it drops the name, and a restart has nothing to check."""
+    import json
+
+    from bgjobs._local.hostlock import lock_file_name
+
+    state = _state(tmp_path)
+    record_file = state / lock_file_name("schedule", "tick")
+    first = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CLEAN_EXIT.format(root=ROOT, state=str(state), record=str(record_file)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "true"  # named while it led
+    resigned = json.loads(record_file.read_text())
+    assert "taken" not in resigned and resigned["pid"] != os.getpid()
+    noted: List[object] = []
+    with LocalJobManager(env={}, state_dir=state) as restarted:
+        store = restarted.store
+        assert store is not None
+        original = store.record_abandoned_fire
+
+        def spy(run: JobRun) -> bool:
+            noted.append(run)
+            return original(run)
+
+        store.record_abandoned_fire = spy  # type: ignore[method-assign]
+        restarted.schedule_job("tick", "Tick", lambda: None, 0.05)
+        runs = restarted.get_job_runs("tick", 100)
+    assert noted == []  # the dead pid's record named no fire: nothing to check
+    assert len(runs) >= 3 and all(r.outcome != "abandoned" for r in runs)

@@ -504,9 +504,25 @@ class HostCoordinator(Coordinator):
 
     def _resign(self, leadership: JobLeadership) -> None:
         """Give up ``leadership``'s schedule (no-op if not leading). ``leadership.lock`` held."""
+        if leadership.leading and leadership.schedule_lock.held:
+            self._forget_taken(leadership)
         leadership.leading = False
         leadership.free_since = None
         leadership.schedule_lock.release()  # unlock, and close: a fresh descriptor next time
+
+    def _forget_taken(self, leadership: JobLeadership) -> None:
+        """Drop ``taken`` from our record as we resign: this process lives on to write the
+        run of that fire, so a successor (say, after a restart) has nothing to check."""
+        record = self._read_record(leadership)
+        if record is None or record.get("manager") != self._token or "taken" not in record:
+            return
+        del record["taken"]
+        try:
+            import json
+
+            leadership.schedule_lock.write((json.dumps(record) + "\n").encode())
+        except OSError:  # the successor checks the store for that fire instead: harmless
+            logger.debug("cannot rewrite %s", leadership.schedule_lock.path, exc_info=True)
 
     # -- election -----------------------------------------------------------------------
 
