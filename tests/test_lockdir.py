@@ -335,6 +335,13 @@ def test_a_shorter_record_replaces_a_longer_one_with_one_write(tmp_path: Path) -
     other.write(b"y" * (RECORD_STEP + 1))
     assert os.path.getsize(other.path) == 2 * RECORD_STEP
     assert other.read().strip() == b"y" * (RECORD_STEP + 1)
+    other.release()
+    # A new holder's first record covers all of a longer file: never a truncate, no leftovers.
+    with open(other.path, "wb") as f:
+        f.write(b"z" * 600)
+    third = directory.lock("schedule-a.lock")
+    third.write(b"{}\n")
+    assert third.read(4096).strip() == b"{}" and os.path.getsize(third.path) == 600
 
 
 @pytest.mark.skipif(

@@ -357,19 +357,18 @@ class HostLock:
 
     def write(self, data: bytes) -> None:
         """Replace the file's contents with ``data``, padded with trailing spaces (readers
-        strip them) to the file's length: one ``pwrite`` per record. The length only
-        changes in steps of :data:`RECORD_STEP` bytes, when a record outgrows it, since a
-        truncate as well cost a second, GIL-releasing system call on every fire."""
+        strip them) to the file's length: one ``pwrite`` per record, never a truncate (a
+        second, GIL-releasing system call that cost every fire). The file only grows, in
+        steps of :data:`RECORD_STEP` bytes, when a record outgrows it."""
         with self._guard:
             fd = self._ensure_open()
             size = self._size
-            if size is None or len(data) > size:
+            if size is None:  # cover whatever another holder left, never truncate
+                size = os.fstat(fd).st_size
+            if len(data) > size:  # grows the file (a write past its end extends it)
                 size = -(-len(data) // RECORD_STEP) * RECORD_STEP
-                pwrite_now(fd, data.ljust(size), 0)
-                os.ftruncate(fd, size)
-                self._size = size
-                return
             pwrite_now(fd, data.ljust(size), 0)
+            self._size = size
 
     def _forget_inherited(self) -> None:
         """In a forked child: close the inherited copy *without* unlocking (that would free

@@ -368,8 +368,9 @@ class HostCoordinator(Coordinator):
         assert job.schedule is not None
         leadership.leading = True
         leadership.free_since = None
-        self._note_lost_start(job, leadership)
-        due = self._resume_due(job, leadership, installing=installing)
+        record = self._read_record(leadership)
+        self._note_lost_start(job, record)
+        due = self._resume_due(job, leadership, record, installing=installing)
         self._write_record(job, leadership, due)
         job.set_runner(f"this process (pid {os.getpid()})")
         self._owner._arm(job, due)
@@ -380,14 +381,21 @@ class HostCoordinator(Coordinator):
             utc_datetime(self._owner._to_wall(job, due)).isoformat(),
         )
 
-    def _resume_due(self, job: Job, leadership: JobLeadership, *, installing: bool) -> float:
-        """The first due time a new leader arms (see "Which fire is which" above)."""
+    def _resume_due(
+        self,
+        job: Job,
+        leadership: JobLeadership,
+        record: Optional[Dict[str, Any]],
+        *,
+        installing: bool,
+    ) -> float:
+        """The first due time a new leader arms (see "Which fire is which" above), from the
+        schedule's ``record`` as the previous leader left it."""
         schedule = job.schedule
         assert schedule is not None
         now = self._owner._now(job)
         if leadership.restore_due is not None:  # put back as it was: the same grid
             return leadership.restore_due
-        record = self._read_record(leadership)
         fresh = schedule.first_due(now)
         if record is None or record.get("schedule") != schedule.description:
             return fresh
@@ -443,10 +451,10 @@ class HostCoordinator(Coordinator):
             return None
         return record if isinstance(record, dict) else None
 
-    def _note_lost_start(self, job: Job, leadership: JobLeadership) -> None:
-        """The previous leader's last fire, if that process is gone: the owner records it
-        as abandoned unless its run is on record (the start may have died with it)."""
-        record = self._read_record(leadership)
+    def _note_lost_start(self, job: Job, record: Optional[Dict[str, Any]]) -> None:
+        """The previous leader's last fire (from its ``record``), if that process is gone:
+        the owner records it as abandoned unless its run is on record (the start may have
+        died with it)."""
         if record is None or record.get("manager") == self._token:
             return
         pid, taken = record.get("pid"), record.get("taken")
