@@ -118,6 +118,14 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 DEFAULT_RETRY_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
 """Seconds between automatic prunes (done by a ``finish_run``, so no thread is needed)."""
+SCHEDULE_CLAIM_TTL = 600.0
+"""Seconds a claim made ahead by a schedule's leader is kept after its fire's due time. Such
+a claim matters only until the fire ran (the run's record answers after that) or a new
+leader took it over: minutes. Claims made at a dispatch are kept ``key_ttl`` (a retry may
+come hours later); a schedule firing every second would otherwise keep 86,400 rows a day
+per job."""
+CLAIM_PRUNE_INTERVAL = 60.0
+"""Seconds between prunes of expired fire claims (by the writer thread, after a batch)."""
 
 TRACEBACK_MAX_LINES = 20
 TRACEBACK_MAX_CHARS = 4096
@@ -851,6 +859,7 @@ class SQLiteStore(StateStore):
         self._dropped = 0
         self._dropped_before = 0  # self._dropped when the current degradation began
         self._next_prune = 0.0  # wall time of the next automatic prune
+        self._next_claim_prune = 0.0  # wall time of the next prune of expired fire claims
         self._closed = False
         # Connections inherited through fork: kept referenced, never closed (see
         # reinit_after_fork).
@@ -974,10 +983,18 @@ class SQLiteStore(StateStore):
     def claim_fire_ahead(self, job_id: str, scheduled_for: datetime) -> FireClaim:
         if not self._writes.behind:
             return _DecidedClaim(job_id, scheduled_for, self.claim_fire(job_id, scheduled_for))
-        write = _Write("claim", (job_id, _ts(scheduled_for), self._clock.time()), record=False)
+        due = _ts(scheduled_for)
+        write = _Write("claim", (job_id, due, self._schedule_claim_mark(due)), record=False)
         write.done = threading.Event()
         self._writes.submit(write, urgent=False)  # a fire ahead: it may wait for a batch
         return _QueuedClaim(self, write, job_id, scheduled_for)
+
+    def _schedule_claim_mark(self, due: float) -> float:
+        """The ``claimed`` value of a schedule's claim: the claims table keeps a row while
+        ``claimed`` is within ``key_ttl`` of now, so this keeps one until
+        :data:`SCHEDULE_CLAIM_TTL` after its due time (or after now, for a fire already
+        late) without a column of its own, which every bgjobs sharing the file prunes alike."""
+        return max(due, self._clock.time()) + SCHEDULE_CLAIM_TTL - self._key_ttl
 
     def retake_fire(self, job_id: str, scheduled_for: datetime) -> bool:
         due = _ts(scheduled_for)
@@ -989,7 +1006,7 @@ class SQLiteStore(StateStore):
                 conn.execute(
                     "INSERT INTO fires (job_id, scheduled_for, claimed) VALUES (?, ?, ?) "
                     "ON CONFLICT (job_id, scheduled_for) DO UPDATE SET claimed = excluded.claimed",
-                    (job_id, due, self._clock.time()),
+                    (job_id, due, self._schedule_claim_mark(due)),
                 )
                 return True
 
@@ -1177,6 +1194,13 @@ class SQLiteStore(StateStore):
                 except sqlite3.OperationalError as exc:  # the runs are recorded: not a drop
                     logger.debug("state store %s: prune postponed (%s)", self.path, exc)
                     self._next_prune = now + 60.0
+            elif now >= self._next_claim_prune:
+                try:
+                    with _WriteTransaction(conn):  # the index on claimed finds them
+                        conn.execute("DELETE FROM fires WHERE claimed < ?", (now - self._key_ttl,))
+                except sqlite3.OperationalError as exc:
+                    logger.debug("state store %s: prune postponed (%s)", self.path, exc)
+                self._next_claim_prune = now + CLAIM_PRUNE_INTERVAL
             return True
 
         return self._call(op, False, write=records > 0, count=records)

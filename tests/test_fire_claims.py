@@ -388,3 +388,54 @@ def test_a_clean_resign_drops_the_taken_fire_from_the_schedule_record(tmp_path: 
         runs = restarted.get_job_runs("tick", 100)
     assert noted == []  # the dead pid's record named no fire: nothing to check
     assert len(runs) >= 3 and all(r.outcome != "abandoned" for r in runs)
+
+
+class _SetClock:
+    """A wall clock the test sets; waits are real (the store's writer only gathers)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, condition: threading.Condition, timeout: float) -> object:
+        return condition.wait(timeout)
+
+
+def test_a_schedule_claim_is_kept_minutes_after_its_fire_and_a_dispatch_claim_a_day(
+    tmp_path: Path,
+) -> None:
+    """A schedule firing every second must not leave 86,400 claim rows a day per job: a
+    claim made ahead goes SCHEDULE_CLAIM_TTL after its due time, while a claim made at a
+    dispatch (a retry may come hours later) stays key_ttl (24 h)."""
+    from test_store import T0
+
+    from bgjobs.store import CLAIM_PRUNE_INTERVAL, SCHEDULE_CLAIM_TTL
+
+    clock = _SetClock(T0)
+    s = SQLiteStore(tmp_path / "state.db", write_behind=True, clock=clock)
+    other = SQLiteStore(tmp_path / "state.db")  # asks whether a claim is still there
+
+    def writer_pass_at(now: float) -> None:
+        clock.now = now
+        s.record_skips("nudge")  # any batch: the writer prunes after it
+        assert s.flush(30)
+
+    try:
+        assert s.claim_fire_ahead("tick", at(100)).won() is True
+        assert s.claim_fire("dispatched", at(0)) is True
+        writer_pass_at(T0 + 100 + SCHEDULE_CLAIM_TTL - 1)
+        assert other.claim_fire("tick", at(100)) is False  # still claimed
+        writer_pass_at(T0 + 100 + SCHEDULE_CLAIM_TTL + CLAIM_PRUNE_INTERVAL + 1)
+        assert other.claim_fire("tick", at(100)) is True  # pruned: free again
+        assert other.claim_fire("dispatched", at(0)) is False  # a day's protection
+        writer_pass_at(T0 + 24 * 3600 + 2 * CLAIM_PRUNE_INTERVAL)
+        assert other.claim_fire("dispatched", at(0)) is True
+        assert s.degraded is None and s.dropped_writes == 0
+    finally:
+        s.close()
+        other.close()
