@@ -15,21 +15,25 @@ somewhere all of them see. That is ``state.db`` in the state directory, a SQLite
 Two guarantees are made by construction, not by timing:
 
 * **Each scheduled fire runs once:** :meth:`StateStore.claim_fire` inserts
-  ``(job id, due time)`` under a unique constraint; one insert wins, on the whole host.
+  ``(job id, due time)`` under a unique constraint; one insert wins, on the whole host. The
+  process leading a schedule claims each fire ahead (:meth:`StateStore.claim_fire_ahead`, in
+  the writer's batch); its successor takes over a claim only while no run of that fire is on
+  record (:meth:`StateStore.retake_fire`).
 * **An idempotency key runs once:** :meth:`StateStore.claim_key` records the key with the
   run that owns it; later callers get that run's id back (keys are kept ``key_ttl``,
   at least 24 hours).
 
 **Run records are written behind** where throughput matters: a manager's store
-(``write_behind=True``) hands the ends of scheduled runs and skip counts to one writer thread
-per process, which lets them gather for a few milliseconds and commits them in one
-transaction of a few multi-row statements (see :mod:`bgjobs._group_commit`). A claim and a
-run's start are committed before the job is entered (a process killed during a run leaves
-it to be marked abandoned), and the end of a manual, HTTP or CLI run before the call returns
-(someone is waiting for its answer). Every read first waits for what this process queued, so
-a process reads its own writes; other processes see a scheduled run's end milliseconds
-later. What is queued at interpreter exit is written then; a process killed with ``SIGKILL``
-loses the ends still queued (those runs then show ``abandoned``).
+(``write_behind=True``) hands schedule claims, the starts and ends of scheduled runs and skip
+counts to one writer thread per process, which lets them gather for a few milliseconds and
+commits them in one transaction of a few multi-row statements (see
+:mod:`bgjobs._group_commit`). A manual, HTTP or CLI run's start is committed before the job
+is entered and its end before the call returns (someone is waiting for its answer). Every
+read first waits for what this process queued, so a process reads its own writes; other
+processes see a scheduled run milliseconds later. What is queued at interpreter exit is
+written then; a process killed with ``SIGKILL`` loses what was still queued: a run it was in
+shows ``abandoned`` (found by any process), and one whose start was lost too is recorded
+``abandoned`` by the process that takes its schedule over (:meth:`record_abandoned_fire`).
 
 **A broken store never stops the jobs.** When ``state.db`` is unusable (read-only, full
 disk, corrupt, locked past the busy timeout, wrong owner, a newer schema) every call
