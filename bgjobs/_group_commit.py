@@ -53,7 +53,7 @@ class Write:
     The store sets ``result``; a waiting caller (:meth:`GroupCommit.call`) reads it.
     """
 
-    __slots__ = ("done", "kind", "payload", "record", "result")
+    __slots__ = ("done", "kind", "payload", "record", "result", "settled")
 
     def __init__(self, kind: str, payload: Any, *, record: bool = True) -> None:
         self.kind = kind
@@ -61,6 +61,8 @@ class Write:
         self.record = record
         self.result: object = None
         self.done: Optional[threading.Event] = None
+        #: Its batch was written (or dropped): ``result`` is final (see GroupCommit.wait).
+        self.settled = False
 
 
 Commit = Callable[[List[Write]], bool]
@@ -94,6 +96,10 @@ class GroupCommit:
         self._urgent = False  # someone waits for what is queued: write it without a window
         self._idle = False  # the writer waits for a first write (it needs a notify)
         self._in_flight = 0  # writes of the batch being written
+        # wait() without an event per write: waiters count themselves in, and the writer
+        # wakes them after a batch only when there are any (claims made ahead rarely wait).
+        self._settled = threading.Condition(threading.Lock())
+        self._waiters = 0
 
     def reinit_after_fork(self) -> None:
         """In a forked child: the parent writes what was queued; start empty."""
@@ -172,19 +178,22 @@ class GroupCommit:
         return write.result
 
     def wait(self, write: Write, timeout: Optional[float] = None) -> bool:
-        """Wait until ``write`` (submitted with a ``done`` event) is done, hurrying its batch
-        if it still gathers; ``False`` if that took longer than ``timeout``."""
-        done = write.done
-        assert done is not None, "wait() needs a write submitted with a done event"
-        if done.is_set():
+        """Wait until ``write`` (submitted earlier) is settled, hurrying its batch if it
+        still gathers; ``False`` if that took longer than ``timeout``."""
+        if write.settled:
             return True
         with self._cond:
-            if not done.is_set():
+            if not write.settled:
                 self._urgent = True
                 self._cond.notify()
         limit = self._wait_timeout if timeout is None else timeout
-        if done.wait(limit):
-            return True
+        with self._settled:
+            self._waiters += 1
+            try:
+                if self._settled.wait_for(lambda: write.settled, limit):
+                    return True
+            finally:
+                self._waiters -= 1
         logger.warning(
             "the state store's writer did not answer within %.0f s; answering from memory",
             limit,
@@ -272,8 +281,13 @@ class GroupCommit:
                 w.result = None
         finally:
             for w in batch:
+                w.settled = True
                 if w.done is not None:
                     w.done.set()
+            # Read after every write is settled: a waiter counts itself in before it looks.
+            if self._waiters:
+                with self._settled:
+                    self._settled.notify_all()
 
 
 _MARKER = "flush"

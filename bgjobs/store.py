@@ -59,7 +59,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import (
     Any,
     Callable,
@@ -243,9 +243,14 @@ class JobRecord:
     paused: bool = False
 
 
+_UTC = timezone.utc
+
+
 def _ts(value: datetime) -> float:
     """Unix seconds of an aware datetime (rounded to the microsecond, so that equal due
     times computed in two processes give equal keys)."""
+    if value.tzinfo is _UTC:  # how bgjobs makes them (utc_datetime): four per fire
+        return round(value.timestamp(), 6)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
             f"the state store needs timezone-aware datetimes, got naive {value!r}; "
@@ -989,7 +994,6 @@ class SQLiteStore(StateStore):
             return _DecidedClaim(job_id, scheduled_for, self.claim_fire(job_id, scheduled_for))
         due = _ts(scheduled_for)
         write = _Write("claim", (job_id, due, self._schedule_claim_mark(due)), record=False)
-        write.done = threading.Event()
         self._writes.submit(write, urgent=False)  # a fire ahead: it may wait for a batch
         return _QueuedClaim(self, write, job_id, scheduled_for)
 

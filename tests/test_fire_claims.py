@@ -439,3 +439,115 @@ def test_a_schedule_claim_is_kept_minutes_after_its_fire_and_a_dispatch_claim_a_
     finally:
         s.close()
         other.close()
+
+
+# -- the cheap paths stay exact --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.1 + 0.2, 1e-7, 1e22, 1733200000.123456, 17332000001.0, float("inf"), float("-inf")],
+)
+def test_a_record_time_is_written_as_json_writes_it(value: float) -> None:
+    import json
+
+    from bgjobs._local.leadership import _json_number
+
+    assert _json_number(value) == json.dumps(value)
+    assert json.loads(_json_number(value)) == value
+    assert _json_number(float("nan")) == json.dumps(float("nan"))
+
+
+def test_the_schedule_record_is_the_leaders_json_and_follows_a_new_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's fixed part is encoded once per leader: it still escapes any job id,
+    names the process writing it (a forked child is another), and a one-off job's record
+    after its fire says ``Infinity`` as json.dumps would."""
+    import json
+
+    from bgjobs._local.hostlock import lock_file_name
+    from bgjobs._local.leadership import HostCoordinator
+
+    state = _state(tmp_path)
+    job_id = 'Quote"d\\✓'
+    fired = threading.Event()
+    with LocalJobManager(env={}, state_dir=state) as m:
+        m.schedule_job(job_id, "Odd", lambda: None, 3600)
+        m.schedule_once("once", "Once", fired.set, delay=0.05)
+        record = json.loads((state / lock_file_name("schedule", job_id)).read_text())
+        coordinator = m._coordinator
+        assert isinstance(coordinator, HostCoordinator)
+        assert record["pid"] == os.getpid() and record["manager"] == coordinator._token
+        assert record["job"] == job_id and record["schedule"] == "every 1h"
+        status = m.get_job_status(job_id)
+        assert status is not None and status.next_run is not None
+        assert abs(record["next"] - status.next_run.timestamp()) < 0.01
+
+        assert fired.wait(10)
+        once_file = state / lock_file_name("schedule", "once")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "Infinity" not in once_file.read_text():
+            time.sleep(0.01)
+        once = json.loads(once_file.read_text())
+        assert once["next"] == float("inf") and once["job"] == "once"
+
+        job = m._job(job_id)
+        assert job is not None
+        leadership = coordinator.leaderships[job_id]
+        head = coordinator._record_head(job, leadership)
+        monkeypatch.setattr(os, "getpid", lambda: 4242)  # as in a forked child
+        assert coordinator._record_head(job, leadership) == head.replace(
+            f'"pid": {record["pid"]}', '"pid": 4242'
+        )
+
+
+def test_many_threads_waiting_on_claims_ahead_each_get_their_own_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim ahead has no event of its own: its waiters share one condition, woken after
+    each batch. 16 threads claim and wait at once, each fire twice: every first claim wins,
+    every second loses, and nobody waits for the 30 s gathering window."""
+    monkeypatch.setattr(group_commit, "WINDOW", 30.0)
+    s = SQLiteStore(tmp_path / "state.db", write_behind=True)
+    answers: List[object] = []
+    errors: List[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def claimer(n: int) -> None:
+        try:
+            barrier.wait(10)
+            for i in range(25):
+                first = s.claim_fire_ahead(f"job{n}", at(i))
+                again = s.claim_fire_ahead(f"job{n}", at(i))
+                got = (first.won(timeout=20), again.won(timeout=20))
+                with lock:
+                    answers.append(got)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(16)]
+    began = time.monotonic()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        s.close()
+    assert errors == []
+    assert answers == [(True, False)] * (16 * 25)
+    assert time.monotonic() - began < 25
+    assert s._writes._waiters == 0
+
+
+def test_a_timestamp_in_any_timezone_is_stored_as_the_same_instant() -> None:
+    from datetime import timedelta, timezone
+
+    from bgjobs.store import _ts
+
+    instant = at(3)
+    assert _ts(instant) == _ts(instant.astimezone(timezone(timedelta(hours=2))))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        _ts(instant.replace(tzinfo=None))

@@ -258,6 +258,8 @@ class JobLeadership:
         self.problem: Optional[str] = None  # last election error logged (logged once)
         self.catching_up = False  # the armed tick runs a fire missed during a hand-over
         self.restore_due: Optional[float] = None  # a failed replacement's job: its due time
+        #: (pid, manager token, job, JSON text) of the record's fixed part (_record_head).
+        self.record_head: Optional[Tuple[int, str, Job, str]] = None
 
 
 class HostCoordinator(Coordinator):
@@ -374,12 +376,13 @@ class HostCoordinator(Coordinator):
         self._write_record(job, leadership, due)
         job.set_runner(f"this process (pid {os.getpid()})")
         self._owner._arm(job, due)
-        logger.info(
-            "this process (pid %d) now runs the schedule of job %r; next run %s",
-            os.getpid(),
-            job.id,
-            utc_datetime(self._owner._to_wall(job, due)).isoformat(),
-        )
+        if logger.isEnabledFor(logging.INFO):  # the time's formatting costs as much as a file
+            logger.info(
+                "this process (pid %d) now runs the schedule of job %r; next run %s",
+                os.getpid(),
+                job.id,
+                utc_datetime(self._owner._to_wall(job, due)).isoformat(),
+            )
 
     def _resume_due(
         self,
@@ -464,20 +467,17 @@ class HostCoordinator(Coordinator):
     def _write_record(
         self, job: Job, leadership: JobLeadership, due: float, *, taken: Optional[datetime] = None
     ) -> None:
-        assert job.schedule is not None
-        record: Dict[str, Any] = {
-            "pid": os.getpid(),
-            "manager": self._token,
-            "job": job.id,
-            "schedule": job.schedule.description,
-            "next": self._owner._to_wall(job, due),
-        }
+        # Written on every fire: the fields that never change for this leader are JSON
+        # encoded once (json.dumps of the whole record was a fifth of a fire's lock-file
+        # cost); the two times are floats, which json writes as repr() writes them.
+        record = (
+            f'{self._record_head(job, leadership)}, "next": '
+            f"{_json_number(self._owner._to_wall(job, due))}"
+        )
         if taken is not None:
-            record["taken"] = taken.timestamp()
+            record += f', "taken": {_json_number(taken.timestamp())}'
         try:
-            import json
-
-            leadership.schedule_lock.write((json.dumps(record) + "\n").encode())
+            leadership.schedule_lock.write((record + "}\n").encode())
         except OSError:
             logger.error(
                 "job %r: cannot record its next due time in %s; a process taking over "
@@ -486,6 +486,23 @@ class HostCoordinator(Coordinator):
                 leadership.schedule_lock.path,
                 exc_info=True,
             )
+
+    def _record_head(self, job: Job, leadership: JobLeadership) -> str:
+        """The record's fixed part, ``{"pid": …, "schedule": "…"`` (no closing brace),
+        encoded once per leader (this process, this manager, this job)."""
+        assert job.schedule is not None
+        pid, head = os.getpid(), leadership.record_head
+        if head is None or head[0] != pid or head[1] != self._token or head[2] is not job:
+            import json  # lock-directory mode only: other users never pay for it
+
+            fixed = {
+                "pid": pid,
+                "manager": self._token,
+                "job": job.id,
+                "schedule": job.schedule.description,
+            }
+            head = leadership.record_head = (pid, self._token, job, json.dumps(fixed)[:-1])
+        return head[3]
 
     def _show_standby(self, job: Job, leadership: JobLeadership) -> None:
         """Show who runs ``job``'s schedule, and when next. Called with ``leadership.lock`` held."""
@@ -652,6 +669,7 @@ lock already holds one per job) for thousands of jobs. The first jobs keep their
 quarter of the soft limit on open files (at least 256), unless set."""
 
 _kept_open = 0
+_kept_open_limit = 0  # a quarter of the descriptors, read on first use
 _kept_open_lock = threading.Lock()
 
 
@@ -675,12 +693,23 @@ if hasattr(os, "register_at_fork"):  # not on Windows
 
 
 def _keep_open() -> bool:
-    global _kept_open
+    global _kept_open, _kept_open_limit
     with _kept_open_lock:
-        if _kept_open >= (KEPT_OPEN_RUN_LOCKS or _quarter_of_descriptors()):
+        # The limit is read once (a system call and an import per job cost scheduling
+        # more than the lock files did); raising the soft limit later only keeps fewer.
+        if _kept_open_limit == 0:
+            _kept_open_limit = _quarter_of_descriptors()
+        if _kept_open >= (KEPT_OPEN_RUN_LOCKS or _kept_open_limit):
             return False
         _kept_open += 1
         return True
+
+
+def _json_number(value: float) -> str:
+    """``value`` as ``json.dumps`` writes it (``repr``, or ``Infinity``/``NaN``)."""
+    if math.isfinite(value):
+        return repr(float(value))
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _new_token() -> str:
