@@ -1527,8 +1527,8 @@ class BaseJobManager(BackgroundJobManager):
     def _record_lost_start(self, job: Job, scheduled_for: float, pid: int) -> None:
         """A leader that died took its fire at ``scheduled_for`` (its schedule record says
         so); if the store never heard of that run, record it abandoned. A start is written
-        behind: a process killed in the milliseconds before the writer's next batch took
-        its start along."""
+        behind: a process killed in the 0.1 s before the writer's next batch took its
+        start along."""
         store, host = self.store, _host_name()
         if store is None or _pid_alive(host, pid):
             return

@@ -25,12 +25,12 @@ Two guarantees are made by construction, not by timing:
 
 **Run records are written behind** where throughput matters: a manager's store
 (``write_behind=True``) hands schedule claims, the starts and ends of scheduled runs and skip
-counts to one writer thread per process, which lets them gather for a few milliseconds and
+counts to one writer thread per process, which lets them gather for up to 0.1 s and
 commits them in one transaction of a few multi-row statements (see
 :mod:`bgjobs._group_commit`). A manual, HTTP or CLI run's start is committed before the job
 is entered and its end before the call returns (someone is waiting for its answer). Every
 read first waits for what this process queued, so a process reads its own writes; other
-processes see a scheduled run milliseconds later. What is queued at interpreter exit is
+processes see a scheduled run within about 0.1 s. What is queued at interpreter exit is
 written then; a process killed with ``SIGKILL`` loses what was still queued: a run it was in
 shows ``abandoned`` (found by any process), and one whose start was lost too is recorded
 ``abandoned`` by the process that takes its schedule over (:meth:`record_abandoned_fire`).

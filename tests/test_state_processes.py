@@ -133,7 +133,7 @@ def pair_runs_with_lines(runs: Sequence[Dict[str, Any]], lines: Sequence[Line]) 
 
     Runs follow one another (no overlap), so the k-th finished run wrote the k-th line;
     a run still going (the newest) may or may not have written its line yet, and its start
-    may not be on record yet (scheduled runs are recorded behind, within milliseconds).
+    may not be on record yet (scheduled runs are recorded behind, within 0.1 s).
     """
     finished = sorted(
         (r for r in runs if r["outcome"] != "running"), key=lambda r: parse_time(r["started"])
