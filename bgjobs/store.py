@@ -64,6 +64,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Final,
     List,
     Optional,
     Sequence,
@@ -299,6 +300,13 @@ def _finished(run: JobRun, now: float) -> JobRun:
             f"finish_run({run.run_id!r}) needs the run's outcome (completed, failed, "
             "abandoned or timed_out), not 'running'; call start_run for a run that starts"
         )
+    if (
+        run.finished is not None
+        and run.duration is not None
+        and run.error is None
+        and run.traceback is None
+    ):
+        return run  # a success as the core records it: nothing to fill in or clip
     finished = run.finished if run.finished is not None else utc_datetime(now)
     duration = run.duration
     if duration is None:
@@ -1743,7 +1751,9 @@ class _BatchRows:
             if done:  # finished before (e.g. abandoned): recorded once, counted once
                 finishes = [run for run in finishes if run.run_id not in done]
                 later = [run for run in later if run.run_id not in done]
-        runs = [_run_row(run) for run in self.starts] + [_run_row(run) for run in finishes]
+        start_rows = [_run_row(run) for run in self.starts]
+        finish_rows = [_run_row(run) for run in finishes]
+        runs = start_rows + finish_rows
         for chunk in _chunks(runs, self._CHUNK):
             conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
@@ -1754,13 +1764,13 @@ class _BatchRows:
                 "WHERE runs.outcome = 'running'",
                 [value for row in chunk for value in row],
             )
-        deltas = [d.row() for d in _job_deltas(self.starts, finishes, self.skips).values()]
-        for chunk in _chunks(deltas, self._CHUNK):
+        deltas = [d.row() for d in _job_deltas(start_rows, finish_rows, self.skips).values()]
+        for job_rows in _chunks(deltas, self._CHUNK):
             conn.execute(
                 f"INSERT INTO jobs ({_DELTA_COLUMNS}) VALUES "
-                + ", ".join([f"({_marks(14)})"] * len(chunk))
+                + ", ".join([f"({_marks(14)})"] * len(job_rows))
                 + _DELTA_UPSERT,
-                [value for row in chunk for value in row],
+                [value for row in job_rows for value in row],
             )
         # Jobs whose run, shown as running, ended with none started in this batch: show the
         # newest run still going (another process's, or none). A run started and ended in
@@ -1846,7 +1856,21 @@ def _already_finished(conn: sqlite3.Connection, run_ids: List[str]) -> Set[str]:
     return done
 
 
-def _run_row(run: JobRun) -> Tuple[object, ...]:
+_RunRow = Tuple[
+    str, str, str, Optional[float], float, Optional[float], Optional[float],
+    str, Optional[str], Optional[str], int, int, str,
+]  # fmt: skip
+"""A run as the ``runs`` table's columns (:data:`_RUN_COLUMNS`), times as Unix seconds."""
+_JOB: Final = 1
+_STARTED: Final = 4
+_DURATION: Final = 6
+_OUTCOME: Final = 7
+_ERROR: Final = 8
+_PID: Final = 11
+_HOST: Final = 12
+
+
+def _run_row(run: JobRun) -> _RunRow:
     return (
         run.run_id,
         run.job_id,
@@ -1924,27 +1948,29 @@ class _Delta:
         self.last_error: Optional[str] = None
         self.last_duration: Optional[float] = None
         self.last_outcome: Optional[str] = None
-        self.running: Optional[JobRun] = None  # the newest run started and still going
+        self.running: Optional[_RunRow] = None  # the newest run started and still going
 
-    def started(self, run: JobRun) -> None:
-        self.last_run = _later(self.last_run, _ts(run.started))
-        if self.running is None or run.started >= self.running.started:
-            self.running = run
+    def started(self, row: _RunRow) -> None:
+        started = row[_STARTED]
+        self.last_run = _later(self.last_run, started)
+        if self.running is None or started >= self.running[_STARTED]:
+            self.running = row
 
-    def finished(self, run: JobRun) -> None:
-        started = _ts(run.started)
-        failed = run.outcome in FAILED_OUTCOMES
+    def finished(self, row: _RunRow) -> None:
+        started = row[_STARTED]
+        outcome, duration = row[_OUTCOME], row[_DURATION]
+        failed = outcome in FAILED_OUTCOMES
         self.runs += 1
         self.failures += int(failed)
-        self.total_duration += run.duration or 0.0
+        self.total_duration += duration or 0.0
         self.last_run = _later(self.last_run, started)
         if failed:
             if self.last_failure is None or started >= self.last_failure:
-                self.last_failure, self.last_error = started, run.error
+                self.last_failure, self.last_error = started, row[_ERROR]
         elif self.last_success is None or started >= self.last_success:
             self.last_success = started
         # The batch's order is the finishing order: the last one is the job's last run.
-        self.last_duration, self.last_outcome = run.duration or 0.0, run.outcome
+        self.last_duration, self.last_outcome = duration or 0.0, outcome
 
     def row(self) -> Tuple[object, ...]:
         going = self.running
@@ -1952,8 +1978,8 @@ class _Delta:
             self.job_id, self.runs, self.failures, self.skips, self.total_duration,
             self.last_run, self.last_success, self.last_failure, self.last_error,
             self.last_duration, self.last_outcome,
-            going.run_id if going else None, going.pid if going else None,
-            going.host if going else None,
+            going[0] if going else None, going[_PID] if going else None,
+            going[_HOST] if going else None,
         )  # fmt: skip
 
 
@@ -1962,9 +1988,9 @@ def _later(current: Optional[float], value: float) -> float:
 
 
 def _job_deltas(
-    starts: List[JobRun], finishes: List[JobRun], skips: Dict[str, int]
+    starts: List[_RunRow], finishes: List[_RunRow], skips: Dict[str, int]
 ) -> Dict[str, _Delta]:
-    """One :class:`_Delta` per job the batch touches."""
+    """One :class:`_Delta` per job the batch touches (runs as :func:`_run_row` rows)."""
     deltas: Dict[str, _Delta] = {}
 
     def delta(job_id: str) -> _Delta:
@@ -1973,10 +1999,10 @@ def _job_deltas(
             found = deltas[job_id] = _Delta(job_id)
         return found
 
-    for run in starts:
-        delta(run.job_id).started(run)
-    for run in finishes:
-        delta(run.job_id).finished(run)
+    for row in starts:
+        delta(row[_JOB]).started(row)
+    for row in finishes:
+        delta(row[_JOB]).finished(row)
     for job_id, count in skips.items():
         delta(job_id).skips += count
     return deltas

@@ -353,7 +353,10 @@ class HostLock:
     def read(self, size: int = 4096) -> bytes:
         """The file's first ``size`` bytes (whoever wrote them)."""
         with self._guard:
-            return os.pread(self._ensure_open(), size, 0)
+            data = os.pread(self._ensure_open(), size, 0)
+            if self._held and len(data) < size:
+                self._size = len(data)  # all of it, and only we write it: no fstat to come
+            return data
 
     def write(self, data: bytes) -> None:
         """Replace the file's contents with ``data``, padded with trailing spaces (readers
