@@ -342,6 +342,18 @@ def test_a_shorter_record_replaces_a_longer_one_with_one_write(tmp_path: Path) -
     third = directory.lock("schedule-a.lock")
     third.write(b"{}\n")
     assert third.read(4096).strip() == b"{}" and os.path.getsize(third.path) == 600
+    third.release()
+    # A holder learns the length from a read that got all of the file (a new leader reads
+    # the record before it writes), never from a partial one.
+    with open(third.path, "wb") as f:
+        f.write(b"w" * 300)
+    fourth = directory.lock("schedule-a.lock")
+    assert fourth.try_acquire()
+    assert fourth.read(10) == b"w" * 10
+    assert fourth.read().strip() == b"w" * 300
+    fourth.write(b"{}\n")
+    assert fourth.read(4096).strip() == b"{}" and os.path.getsize(fourth.path) == 300
+    fourth.release()
 
 
 @pytest.mark.skipif(
