@@ -463,6 +463,7 @@ class BaseJobManager(BackgroundJobManager):
         # The shared store's paused job ids, read at most every _PAUSE_REFRESH seconds so a
         # scheduled fire costs no extra query; (monotonic read time, ids).
         self._paused_seen: Tuple[float, Set[str]] = (-1e9, set())
+        self._pause_refresh = threading.Lock()  # one thread at a time reads them again
         # Guards _jobs (id -> Job, in scheduling order) and _closed. Never held across a
         # job call.
         self._jobs_lock = threading.RLock()
@@ -503,6 +504,7 @@ class BaseJobManager(BackgroundJobManager):
         self._waiting = {}
         self._retries_lock = threading.Lock()
         self._retries = {}  # their timers did not survive the fork (nor the locks they held)
+        self._pause_refresh = threading.Lock()
         self._listeners.reinit_after_fork()
         if self._deadlines is not None:
             self._deadlines.reinit_after_fork()
@@ -1490,7 +1492,8 @@ class BaseJobManager(BackgroundJobManager):
         self._memory.set_paused(id, paused)
         if self.store is not None:
             self.store.set_paused(id, paused)
-        self._paused_seen = (-1e9, set())  # this process sees its own change at once
+        with self._pause_refresh:  # after a read under way: it may predate the change
+            self._paused_seen = (-1e9, set())  # this process sees its own change at once
         logger.info("job %r %s", id, "paused" if paused else "resumed")
 
     def _is_paused(self, job_id: str) -> bool:
@@ -1500,9 +1503,22 @@ class BaseJobManager(BackgroundJobManager):
             return record is not None and record.paused
         read_at, paused = self._paused_seen
         now = _time.monotonic()
-        if now - read_at >= _PAUSE_REFRESH:
-            paused = store.paused_jobs()
-            self._paused_seen = (now, paused)
+        if now - read_at < _PAUSE_REFRESH:
+            return job_id in paused
+        # One thread reads the store; the others go on with the set it replaces (a second
+        # old at most) rather than queue behind the writer's transaction for the same rows.
+        # With no set yet (the first fire, or right after this process paused a job),
+        # everyone waits for the read.
+        never_read = read_at < 0
+        if not self._pause_refresh.acquire(blocking=never_read):
+            return job_id in paused
+        try:
+            read_at, paused = self._paused_seen
+            if _time.monotonic() - read_at >= _PAUSE_REFRESH:  # not read while we waited
+                paused = store.paused_jobs()
+                self._paused_seen = (_time.monotonic(), paused)
+        finally:
+            self._pause_refresh.release()
         return job_id in paused
 
     def _housekeeping(self) -> None:

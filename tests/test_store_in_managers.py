@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Set
 
 import pytest
 from werkzeug.test import Client
@@ -72,6 +72,57 @@ def test_pause_is_seen_by_the_other_manager_and_blocks_scheduled_fires(state_dir
         b.resume_job("tick")
         status = a.get_job_status("tick")
         assert status is not None and status.status == "completed"
+
+
+def test_many_fires_at_once_read_the_pauses_once_and_none_runs_a_paused_job(
+    state_dir: Path,
+) -> None:
+    """The paused set is read again at most once a second, by one thread: the others go on
+    with the set it replaces instead of queueing for the store. With no set read yet
+    (first fires, or right after this process paused a job) they all wait for the read,
+    so none of them runs a job paused in another process."""
+    with (
+        LocalJobManager(env={}, state_dir=state_dir) as a,
+        LocalJobManager(env={}, state_dir=state_dir) as b,
+    ):
+        a.schedule_job("tick", "Tick", lambda: None, 3600)
+        a.pause_job("tick")
+        store = b.store
+        assert store is not None
+        reads: List[int] = []
+        read = store.paused_jobs
+        gate = threading.Event()
+
+        def slow_read() -> Set[str]:
+            reads.append(1)
+            gate.wait(5)  # every other thread asks meanwhile
+            return read()
+
+        store.paused_jobs = slow_read  # type: ignore[method-assign]
+        barrier = threading.Barrier(16)
+        answers: List[bool] = []
+
+        def ask() -> None:
+            barrier.wait(10)
+            answers.append(b._is_paused("tick"))
+
+        def all_ask() -> None:
+            threads = [threading.Thread(target=ask) for _ in range(16)]
+            for thread in threads:
+                thread.start()
+            threading.Timer(0.3, gate.set).start()
+            for thread in threads:
+                thread.join(10)
+
+        all_ask()  # never read: all wait for the one read
+        assert answers == [True] * 16 and len(reads) == 1
+        b._paused_seen = (b._paused_seen[0] - 60, b._paused_seen[1])  # a minute old
+        a.resume_job("tick")
+        answers.clear()
+        gate.clear()
+        all_ask()  # one reads, the rest answer from the old set at once
+        assert len(reads) == 2 and len(answers) == 16
+        assert b._is_paused("tick") is False  # the read replaced it
 
 
 def test_pause_survives_a_restart(state_dir: Path) -> None:
