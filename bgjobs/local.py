@@ -275,13 +275,16 @@ class LocalJobManager(BaseJobManager):
         fire_at = due
         if job.policy is not None and job.policy.jitter:
             fire_at += job.policy.jitter_offset(job.id, due)
-        wall = self._to_wall(job, fire_at)
+        # The clocks are read once here (the fire's wall time and its key share them).
+        offset = 0.0 if schedule.wall_clock else self._clock.time() - self._clock.monotonic()
+        wall = fire_at + offset
         claim: Optional[FireClaim] = None
         store = self.store
         if store is not None and self._coordinator.claims_ahead:
             # The leader claims the fire now, an interval ahead: the claim is committed
-            # with the writer's next batch, and the fire finds it decided.
-            claim = store.claim_fire_ahead(job.id, self._fire_key(job, due))
+            # with the writer's next batch, and the fire finds it decided. The key is
+            # _fire_key's: the due time on the wall clock, to the millisecond.
+            claim = store.claim_fire_ahead(job.id, utc_datetime(round(due + offset, 3)))
 
         def arm() -> None:
             handle = self._timers.call_at(fire_at, schedule.wall_clock, self._tick, job, due, claim)
