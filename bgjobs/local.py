@@ -282,9 +282,8 @@ class LocalJobManager(BaseJobManager):
         store = self.store
         if store is not None and self._coordinator.claims_ahead:
             # The leader claims the fire now, an interval ahead: the claim is committed
-            # with the writer's next batch, and the fire finds it decided. The key is
-            # _fire_key's: the due time on the wall clock, to the millisecond.
-            claim = store.claim_fire_ahead(job.id, utc_datetime(round(due + offset, 3)))
+            # with the writer's next batch, and the fire finds it decided.
+            claim = store.claim_fire_ahead(job.id, self._fire_key(job, due, offset))
 
         def arm() -> None:
             handle = self._timers.call_at(fire_at, schedule.wall_clock, self._tick, job, due, claim)
@@ -298,10 +297,12 @@ class LocalJobManager(BaseJobManager):
             # clock, off by the microseconds between two reads (shown under frozen time).
             job.set_next_run(utc_datetime(round(wall, 3)))
 
-    def _fire_key(self, job: Job, due: float) -> datetime:
+    def _fire_key(self, job: Job, due: float, offset: Optional[float] = None) -> datetime:
         """The due time on the wall clock, to the millisecond: every process computes the
-        same key for one fire (an interval's monotonic due time converts with jitter)."""
-        return utc_datetime(round(self._to_wall(job, due), 3))
+        same key for one fire (an interval's monotonic due time converts with jitter).
+        ``offset``: wall minus monotonic time as the caller already read it."""
+        wall = self._to_wall(job, due) if offset is None else due + offset
+        return utc_datetime(round(wall, 3))
 
     def _tick(self, job: Job, due: float, claim: Optional[FireClaim] = None) -> None:
         """A timer fired (on a pool worker): name the thread for the job while it runs."""

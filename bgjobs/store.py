@@ -59,7 +59,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import (
     Any,
     Callable,
@@ -77,7 +77,7 @@ from typing import (
 from . import _time
 from ._group_commit import GroupCommit
 from ._group_commit import Write as _Write
-from .schedules import Clock, SystemClock, utc_datetime
+from .schedules import UTC, Clock, SystemClock, utc_datetime
 from .types import JobRun, RunOutcome
 
 __all__ = [
@@ -244,13 +244,10 @@ class JobRecord:
     paused: bool = False
 
 
-_UTC = timezone.utc
-
-
 def _ts(value: datetime) -> float:
     """Unix seconds of an aware datetime (rounded to the microsecond, so that equal due
     times computed in two processes give equal keys)."""
-    if value.tzinfo is _UTC:  # how bgjobs makes them (utc_datetime): four per fire
+    if value.tzinfo is UTC:  # how bgjobs makes them (utc_datetime): four per fire
         return round(value.timestamp(), 6)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(
