@@ -278,12 +278,17 @@ class LocalJobManager(BaseJobManager):
         # The clocks are read once here (the fire's wall time and its key share them).
         offset = 0.0 if schedule.wall_clock else self._clock.time() - self._clock.monotonic()
         wall = fire_at + offset
+        # To the millisecond: an interval's wall time is converted from the monotonic
+        # clock, off by the microseconds between two reads (shown under frozen time).
+        next_run = utc_datetime(round(wall, 3))
         claim: Optional[FireClaim] = None
         store = self.store
         if store is not None and self._coordinator.claims_ahead:
             # The leader claims the fire now, an interval ahead: the claim is committed
-            # with the writer's next batch, and the fire finds it decided.
-            claim = store.claim_fire_ahead(job.id, self._fire_key(job, due, offset))
+            # with the writer's next batch, and the fire finds it decided. Without jitter
+            # the fire's key is its next run (the same rounding of the same sum).
+            key = next_run if fire_at == due else self._fire_key(job, due, offset)
+            claim = store.claim_fire_ahead(job.id, key)
 
         def arm() -> None:
             handle = self._timers.call_at(fire_at, schedule.wall_clock, self._tick, job, due, claim)
@@ -293,9 +298,7 @@ class LocalJobManager(BaseJobManager):
         # Armed inside if_live so a concurrent stop either sees and cancels this timer or
         # makes this call do nothing.
         if job.if_live(arm):
-            # To the millisecond: an interval's wall time is converted from the monotonic
-            # clock, off by the microseconds between two reads (shown under frozen time).
-            job.set_next_run(utc_datetime(round(wall, 3)))
+            job.set_next_run(next_run)
 
     def _fire_key(self, job: Job, due: float, offset: Optional[float] = None) -> datetime:
         """The due time on the wall clock, to the millisecond: every process computes the

@@ -547,3 +547,24 @@ def test_a_timestamp_in_any_timezone_is_stored_as_the_same_instant() -> None:
     assert _ts(instant) == _ts(instant.astimezone(timezone(timedelta(hours=2))))
     with pytest.raises(ValueError, match="timezone-aware"):
         _ts(instant.replace(tzinfo=None))
+
+
+def test_a_stored_time_is_the_key_earlier_versions_wrote() -> None:
+    """Times were stored as ``round(timestamp, 6)``; they are now the bare ``timestamp()``.
+    For every datetime (whole microseconds) the two are the same double, so a claim or a
+    run written by an earlier bgjobs sharing the file is found by the same key."""
+    import random
+    from datetime import timedelta, timezone
+
+    from bgjobs.schedules import utc_datetime
+    from bgjobs.store import _ts
+
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    rng = random.Random(20261203)
+    for _ in range(200_000):
+        instant = epoch + timedelta(microseconds=rng.randrange(0, 4_102_444_800 * 10**6))
+        assert _ts(instant) == round(instant.timestamp(), 6)
+    # Times bgjobs makes for keys: due times to the millisecond, near now.
+    for ms in range(1_764_720_000_000, 1_764_720_000_000 + 100_000, 7):
+        instant = utc_datetime(ms / 1000)
+        assert _ts(instant) == round(ms / 1000, 6) == round(instant.timestamp(), 6)
