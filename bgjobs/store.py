@@ -60,11 +60,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import (
     Any,
     Callable,
     Dict,
     Final,
+    Iterable,
     List,
     Optional,
     Sequence,
@@ -1764,14 +1766,7 @@ class _BatchRows:
                 "WHERE runs.outcome = 'running'",
                 [value for row in chunk for value in row],
             )
-        deltas = [d.row() for d in _job_deltas(start_rows, finish_rows, self.skips).values()]
-        for job_rows in _chunks(deltas, self._CHUNK):
-            conn.execute(
-                f"INSERT INTO jobs ({_DELTA_COLUMNS}) VALUES "
-                + ", ".join([f"({_marks(14)})"] * len(job_rows))
-                + _DELTA_UPSERT,
-                [value for row in job_rows for value in row],
-            )
+        _write_deltas(conn, _job_deltas(start_rows, finish_rows, self.skips).values())
         # Jobs whose run, shown as running, ended with none started in this batch: show the
         # newest run still going (another process's, or none). A run started and ended in
         # this batch was never shown.
@@ -1972,6 +1967,16 @@ class _Delta:
         # The batch's order is the finishing order: the last one is the job's last run.
         self.last_duration, self.last_outcome = duration or 0.0, outcome
 
+    def success_row(self) -> Optional[Tuple[object, ...]]:
+        """The row for :data:`_SUCCESS_UPSERT`; ``None`` unless this delta is finished
+        successes alone."""
+        if self.failures or self.skips or self.running is not None or not self.runs:
+            return None
+        return (
+            self.job_id, self.runs, self.total_duration, self.last_run, self.last_success,
+            self.last_duration, self.last_outcome,
+        )  # fmt: skip
+
     def row(self) -> Tuple[object, ...]:
         going = self.running
         return (
@@ -1981,6 +1986,49 @@ class _Delta:
             going[0] if going else None, going[_PID] if going else None,
             going[_HOST] if going else None,
         )  # fmt: skip
+
+
+_SUCCESS_COLUMNS = (
+    "job_id, runs, total_duration, last_run, last_success, last_duration, last_outcome"
+)
+# _DELTA_UPSERT for a delta of successes alone (no failure, skip or run still going): the
+# columns it leaves alone are not sent. Half the cost per row, and most batches are these.
+_SUCCESS_UPSERT = """ ON CONFLICT (job_id) DO UPDATE SET
+    runs = runs + excluded.runs,
+    total_duration = total_duration + excluded.total_duration,
+    last_run = CASE WHEN last_run IS NULL OR excluded.last_run > last_run
+        THEN excluded.last_run ELSE last_run END,
+    last_success = CASE WHEN last_success IS NULL OR excluded.last_success >= last_success
+        THEN excluded.last_success ELSE last_success END,
+    last_duration = excluded.last_duration,
+    last_outcome = excluded.last_outcome"""
+
+
+def _write_deltas(
+    conn: sqlite3.Connection, deltas: Iterable[_Delta], *, short: bool = True
+) -> None:
+    """Add ``deltas`` to their jobs' rows (created if missing). ``short``: successes alone
+    go through :data:`_SUCCESS_UPSERT` (the same result, fewer columns)."""
+    full: List[Tuple[object, ...]] = []
+    successes: List[Tuple[object, ...]] = []
+    for delta in deltas:
+        row = delta.success_row() if short else None
+        if row is None:
+            full.append(delta.row())
+        else:
+            successes.append(row)
+    for columns, upsert, rows in (
+        (_DELTA_COLUMNS, _DELTA_UPSERT, full),
+        (_SUCCESS_COLUMNS, _SUCCESS_UPSERT, successes),
+    ):
+        width = columns.count(",") + 1
+        for chunk in _chunks(rows, _BatchRows._CHUNK):
+            conn.execute(
+                f"INSERT INTO jobs ({columns}) VALUES "
+                + ", ".join([f"({_marks(width)})"] * len(chunk))
+                + upsert,
+                list(chain.from_iterable(chunk)),
+            )
 
 
 def _later(current: Optional[float], value: float) -> float:

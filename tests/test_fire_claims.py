@@ -492,6 +492,8 @@ def test_the_schedule_record_is_the_leaders_json_and_follows_a_new_pid(
         assert job is not None
         leadership = coordinator.leaderships[job_id]
         head = coordinator._record_head(job, leadership)
+        fixed = {"pid": os.getpid(), "manager": coordinator._token, "job": job_id}
+        assert head == json.dumps({**fixed, "schedule": "every 1h"})[:-1]
         monkeypatch.setattr(os, "getpid", lambda: 4242)  # as in a forked child
         assert coordinator._record_head(job, leadership) == head.replace(
             f'"pid": {record["pid"]}', '"pid": 4242'

@@ -244,3 +244,69 @@ def test_a_saturated_writer_leaves_the_file_to_other_processes(tmp_path: Path) -
         busy.wait(60)
     assert busy.returncode == 0
     assert os.path.exists(path)
+
+
+def test_a_batch_of_successes_alone_counts_as_the_full_statement_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose batch holds successes alone is counted by a shorter statement: random
+    batches (successes, failures, skips, runs left going, runs out of order) leave the
+    jobs table exactly as the full statement leaves it, row for row."""
+    import random
+
+    from bgjobs import store as store_module
+    from bgjobs._group_commit import Write
+
+    stores = [SQLiteStore(tmp_path / "short.db"), SQLiteStore(tmp_path / "full.db")]
+    full_deltas = store_module._write_deltas
+    short_rows = []
+    real_success_row = store_module._Delta.success_row
+
+    def counted(delta: store_module._Delta) -> object:
+        row = real_success_row(delta)
+        short_rows.append(row is not None)
+        return row
+
+    monkeypatch.setattr(store_module._Delta, "success_row", counted)
+    rng = random.Random(1203)
+    try:
+        for batch_no in range(60):
+            batch = []
+            for i in range(rng.randrange(1, 30)):
+                job_id = f"job{rng.randrange(8)}"
+                run = a_run(f"b{batch_no}-{i}", job_id=job_id, started=rng.uniform(0, 5000))
+                kind = rng.random()
+                if kind < 0.1:
+                    batch.append(Write("skips", (job_id, rng.randrange(1, 4))))
+                elif kind < 0.2:
+                    batch.append(Write("start", run))  # still going after the batch
+                else:
+                    failed = kind < 0.35
+                    outcome = "failed" if failed else "completed"
+                    done = ended(
+                        run, outcome, took=rng.uniform(0, 3), error="E" if failed else None
+                    )
+                    batch += [Write("start", run), Write("finish", done)]
+            for s, short in zip(stores, (True, False)):
+                rows = store_module._BatchRows(batch)
+                with monkeypatch.context() as patch:
+                    patch.setattr(
+                        store_module,
+                        "_write_deltas",
+                        lambda conn, deltas, short=short: full_deltas(conn, deltas, short=short),
+                    )
+                    s._call(rows.write, None, write=True)
+        tables = [
+            s._call(
+                lambda conn: conn.execute("SELECT * FROM jobs ORDER BY job_id").fetchall(),
+                None,
+                write=False,
+            )
+            for s in stores
+        ]
+        assert tables[0] == tables[1] and len(tables[0]) == 8
+        assert stores[0].jobs() == stores[1].jobs()
+        assert any(short_rows) and not all(short_rows)  # both statements were used
+    finally:
+        for s in stores:
+            s.close()

@@ -493,15 +493,15 @@ class HostCoordinator(Coordinator):
         assert job.schedule is not None
         pid, head = os.getpid(), leadership.record_head
         if head is None or head[0] != pid or head[1] != self._token or head[2] is not job:
-            import json  # lock-directory mode only: other users never pay for it
+            # json.dumps of the dict {pid, manager, job, schedule}, without its closing
+            # brace, written out: building the dict and an encoder cost more than the rest.
+            from json.encoder import encode_basestring_ascii as quote
 
-            fixed = {
-                "pid": pid,
-                "manager": self._token,
-                "job": job.id,
-                "schedule": job.schedule.description,
-            }
-            head = leadership.record_head = (pid, self._token, job, json.dumps(fixed)[:-1])
+            text = (
+                f'{{"pid": {pid}, "manager": {quote(self._token)}, "job": {quote(job.id)}, '
+                f'"schedule": {quote(job.schedule.description)}'
+            )
+            head = leadership.record_head = (pid, self._token, job, text)
         return head[3]
 
     def _show_standby(self, job: Job, leadership: JobLeadership) -> None:
