@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import collections
 import logging
+import math
 import os
 import threading
 import time
@@ -100,6 +101,9 @@ class GroupCommit:
         self._urgent = False  # someone waits for what is queued: write it without a window
         self._idle = False  # the writer waits for a first write (it needs a notify)
         self._in_flight = 0  # writes of the batch being written
+        # When the gathering must end at the latest (monotonic): the earliest ``within`` of
+        # the writes queued, if sooner than the window's end.
+        self._deadline = math.inf
         # wait() without an event per write: waiters count themselves in, and the writer
         # wakes them after a batch only when there are any (claims made ahead rarely wait).
         self._settled = threading.Condition(threading.Lock())
@@ -109,9 +113,12 @@ class GroupCommit:
         """In a forked child: the parent writes what was queued; start empty."""
         self._reset()
 
-    def submit(self, write: Write, *, urgent: Optional[bool] = None) -> None:
+    def submit(
+        self, write: Write, *, urgent: Optional[bool] = None, within: Optional[float] = None
+    ) -> None:
         """Queue ``write``; it is committed shortly, by the writer thread. ``urgent`` (by
-        default: whether someone waits for it, ``write.done``) skips the gathering window."""
+        default: whether someone waits for it, ``write.done``) skips the gathering window;
+        ``within``: seconds by which it must be committed, if sooner than the window ends."""
         if self._pid != os.getpid():
             self._reset()
         if not self.behind:
@@ -131,6 +138,12 @@ class GroupCommit:
             with self._cond:
                 self._urgent = True
                 self._cond.notify()
+        elif within is not None:
+            by = time.monotonic() + within
+            with self._cond:
+                if by < self._deadline:  # the writer waits for less than it planned
+                    self._deadline = by
+                    self._cond.notify()
         elif self._idle:  # read after the append: see _loop for why no wake-up is lost
             with self._cond:
                 self._cond.notify()
@@ -257,10 +270,16 @@ class GroupCommit:
                         break
                     self._cond.wait()
                 self._idle = False
-                if not (self._urgent or self._closing):
-                    self._cond.wait_for(lambda: self._urgent or self._closing, WINDOW)
+                end = time.monotonic() + WINDOW
+                while not (self._urgent or self._closing):
+                    left = min(end, self._deadline) - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)  # a submit may hurry it, or bring the end forward
                 self._urgent = False
                 batch = self._drain(MAX_BATCH)
+                if not queue:  # a deadline left in the queue (MAX_BATCH) holds on
+                    self._deadline = math.inf
                 if not batch and self._closing:  # everything is written
                     self._thread = None
                     self._cond.notify_all()

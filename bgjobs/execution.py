@@ -269,6 +269,9 @@ class Job:
         self._next_run: Optional[datetime] = None
         self._runner: Optional[str] = None
         self._sync_error: Optional[str] = None
+        #: (monotonic, wall) clock readings as scheduling it began: its first due time
+        #: counts from the call, not from after the lock files and records it set up.
+        self.called_at: Optional[Tuple[float, float]] = None
 
     def continue_from(self, old: Job) -> None:
         """Make this job (not installed yet) the same job as ``old``, which it replaces:
@@ -676,6 +679,7 @@ class BaseJobManager(BackgroundJobManager):
             )
 
     def _install(self, job: Job) -> None:
+        job.called_at = (self._clock.monotonic(), self._clock.time())
         if job.schedule is not None:
             self._check_schedule(job.id, job.schedule)
         if job.policy is not None:

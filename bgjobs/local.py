@@ -247,6 +247,15 @@ class LocalJobManager(BaseJobManager):
         assert job.schedule is not None
         return self._clock.time() if job.schedule.wall_clock else self._clock.monotonic()
 
+    def _first_due(self, job: Job) -> float:
+        """The first due time of ``job``, just scheduled here: one period after the call
+        began (an interval is not moved by the lock files and records the call sets up)."""
+        assert job.schedule is not None
+        called = job.called_at
+        if called is None:
+            return job.schedule.first_due(self._now(job))
+        return job.schedule.first_due(called[1] if job.schedule.wall_clock else called[0])
+
     def _to_wall(self, job: Job, due: float) -> float:
         assert job.schedule is not None
         if job.schedule.wall_clock:

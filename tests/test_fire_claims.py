@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 from test_store import ROOT, a_run, at, ended
@@ -138,6 +138,37 @@ def test_asking_for_a_claim_hurries_the_batch_it_waits_in(
         began = time.monotonic()
         assert claim.won() is True
         assert time.monotonic() - began < 10
+    finally:
+        s.close()
+
+
+def test_a_claim_for_a_fire_due_within_the_window_is_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job every 20 ms is claimed 20 ms ahead: its claim must not gather with the records
+    for the writer's window (its fire would wait for the commit); it is committed halfway
+    to its fire. A claim an hour ahead still gathers."""
+    from bgjobs.schedules import utc_datetime
+    from bgjobs.store import CLAIM_HURRY_AHEAD
+
+    monkeypatch.setattr(group_commit, "WINDOW", 30.0)
+    s = SQLiteStore(tmp_path / "state.db", write_behind=True)
+    committed = threading.Event()
+    commit = s._writes._commit
+
+    def noting(batch: List[Any]) -> bool:
+        done = commit(batch)
+        if any(w.kind == "claim" for w in batch):
+            committed.set()
+        return done
+
+    s._writes._commit = noting
+    try:
+        far = s.claim_fire_ahead("hourly", utc_datetime(time.time() + 3600))
+        assert not committed.wait(0.5)  # gathering, for 30 s
+        near = s.claim_fire_ahead("fast", utc_datetime(time.time() + CLAIM_HURRY_AHEAD / 4))
+        assert committed.wait(10)  # nobody asked for it yet
+        assert near.won(timeout=0) is True and far.won(timeout=0) is True  # one batch
     finally:
         s.close()
 

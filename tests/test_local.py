@@ -673,3 +673,45 @@ def test_max_workers_bounds_concurrent_scheduled_runs(clock: ManualClock) -> Non
             release.release()
         manager.stop_all_jobs(wait=True, timeout=5)
     assert peak[0] == 2
+
+
+@pytest.mark.parametrize("with_state_dir", [False, True], ids=["memory", "state-dir"])
+def test_the_first_due_time_counts_from_the_call_not_from_its_setup(
+    clock: ManualClock, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, with_state_dir: bool
+) -> None:
+    """``schedule_job(..., 60)`` runs first 60 s after it was called: the lock files and
+    records it sets up (slow on a busy disk: 5 s here) do not move the grid."""
+    from bgjobs._local.leadership import HostCoordinator, SoloCoordinator
+
+    coordinator = HostCoordinator if with_state_dir else SoloCoordinator
+    setup = coordinator.start
+
+    def slow_start(self: Any, job: Any) -> None:
+        clock.advance(5)
+        setup(self, job)
+
+    monkeypatch.setattr(coordinator, "start", slow_start)
+    state = {"state_dir": tmp_path / "state"} if with_state_dir else {}
+    manager = LocalJobManager(clock=clock, env={}, max_workers=1, **state)
+    try:
+        called, called_mono = clock.time(), clock.monotonic()
+        manager.schedule_job("grid", "Grid", lambda: None, 60)
+        assert clock.time() == called + 5
+        status = status_of(manager, "grid")
+        assert status.next_run == datetime.fromtimestamp(called + 60, timezone.utc)
+        handle = manager._armed[manager._job("grid")]
+        assert handle.due == called_mono + 60
+        # A cron called 2 s before the hour, set up by 3 s past it: its first fire is that
+        # hour (due already, so at once), not the next one.
+        arms: List[Tuple[str, float]] = []
+        arm = manager._arm
+        monkeypatch.setattr(
+            manager, "_arm", lambda job, due: (arms.append((job.id, due)), arm(job, due))
+        )
+        hour = (clock.time() // 3600 + 1) * 3600
+        clock.advance(hour - 2 - clock.time())
+        manager.schedule_cron_job("hourly", "Hourly", lambda: None, "0 * * * *")
+        assert clock.time() == hour + 3
+        assert next(due for job_id, due in arms if job_id == "hourly") == hour
+    finally:
+        manager.shutdown()

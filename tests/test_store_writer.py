@@ -310,3 +310,34 @@ def test_a_batch_of_successes_alone_counts_as_the_full_statement_does(
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_write_due_within_a_deadline_ends_the_gathering_early_and_a_later_one_keeps_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``within=``: the writer, gathering for its window (30 s here), commits by the
+    earliest deadline of what it holds; a later deadline does not hold that commit back."""
+    from bgjobs import _group_commit as group_commit
+
+    monkeypatch.setattr(group_commit, "WINDOW", 30.0)
+    batches: List[List[str]] = []
+    committed = threading.Event()
+
+    def commit(batch: List[group_commit.Write]) -> bool:
+        batches.append([str(w.payload) for w in batch])
+        committed.set()
+        return True
+
+    writer = group_commit.GroupCommit(commit, wait_timeout=10)
+    try:
+        writer.submit(group_commit.Write("x", "record"))  # starts a 30 s gathering
+        writer.submit(group_commit.Write("x", "far"), within=3600)
+        assert not committed.wait(0.3)
+        began = time.monotonic()
+        writer.submit(group_commit.Write("x", "near"), within=0.2)
+        writer.submit(group_commit.Write("x", "later"), within=60)
+        assert committed.wait(10)
+        assert time.monotonic() - began >= 0.15  # by its deadline, not at once
+        assert batches == [["record", "far", "near", "later"]]
+    finally:
+        writer.close()

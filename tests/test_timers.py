@@ -211,3 +211,51 @@ def test_on_the_real_clock_a_timer_waits_real_seconds() -> None:
 def test_max_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_workers"):
         TimerQueue(SystemClock(), max_workers=0)
+
+
+def test_a_timer_armed_by_the_fire_before_it_keeps_the_same_waiting_thread() -> None:
+    """One job alone arms its next fire from the run, after the waiter handed this one over
+    and found nothing armed: the waiter lingers for it rather than exit and be started
+    again (a thread per fire, which made the fire itself late)."""
+    queue, clock = manual_queue()
+    waiters: List[object] = []
+    fired = threading.Event()
+
+    def tick(k: int) -> None:
+        if k < 10:
+            queue.call_at(clock.monotonic() + 1, False, tick, k + 1)
+            waiters.append(queue._waiter)
+        else:
+            fired.set()
+
+    queue.call_at(clock.monotonic() + 1, False, tick, 1)
+    for _ in range(10):
+        clock.advance(1)
+        caught_up(queue, clock)
+    assert fired.wait(WAIT)
+    assert len(waiters) == 9 and len(set(map(id, waiters))) == 1 and waiters[0] is not None
+    waiter = queue._waiter
+    assert isinstance(waiter, threading.Thread)
+    queue.shutdown()
+    waiter.join(WAIT)  # shutdown ends its lingering at once
+    assert not waiter.is_alive()
+
+
+def test_the_waiting_thread_exits_after_lingering_and_a_new_timer_starts_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bgjobs._local import timers
+
+    monkeypatch.setattr(timers, "WAITER_LINGER", 0.05)
+    queue, clock = manual_queue()
+    first, second = threading.Event(), threading.Event()
+    queue.call_at(clock.monotonic(), False, first.set)
+    assert first.wait(WAIT)
+    waiter = queue._waiter
+    if waiter is not None:
+        waiter.join(WAIT)
+        assert not waiter.is_alive()
+    assert queue._waiter is None
+    queue.call_at(clock.monotonic(), False, second.set)
+    assert second.wait(WAIT)
+    queue.shutdown()

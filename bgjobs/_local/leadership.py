@@ -112,6 +112,8 @@ class ScheduleOwner(Protocol):
 
     def _now(self, job: Job) -> float: ...
 
+    def _first_due(self, job: Job) -> float: ...
+
     def _to_wall(self, job: Job, due: float) -> float: ...
 
     def _from_wall(self, job: Job, wall: float) -> float: ...
@@ -196,7 +198,7 @@ class SoloCoordinator(Coordinator):
 
     def start(self, job: Job) -> None:
         assert job.schedule is not None
-        self._owner._arm(job, job.schedule.first_due(self._owner._now(job)))
+        self._owner._arm(job, self._owner._first_due(job))
 
     def cancel(self, job: Job) -> None:
         pass  # nothing held beyond the timer
@@ -399,7 +401,7 @@ class HostCoordinator(Coordinator):
         now = self._owner._now(job)
         if leadership.restore_due is not None:  # put back as it was: the same grid
             return leadership.restore_due
-        fresh = schedule.first_due(now)
+        fresh = self._owner._first_due(job) if installing else schedule.first_due(now)
         if record is None or record.get("schedule") != schedule.description:
             return fresh
         if installing and record.get("manager") == self._token:

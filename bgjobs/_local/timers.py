@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_WORKERS",
     "FROZEN_RECHECK",
     "STARVED_AFTER",
+    "WAITER_LINGER",
     "WALL_CLOCK_RECHECK",
     "OnStarved",
     "TimerHandle",
@@ -54,6 +55,10 @@ FROZEN_RECHECK = 1.0
 to be seen within a second, not a minute."""
 
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
+
+WAITER_LINGER = 30.0
+"""Seconds the waiting thread waits for a timer once none is armed before it exits (a
+later :meth:`TimerQueue.call_at` starts another)."""
 _COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
 _STEP_TOLERANCE = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
 
@@ -115,10 +120,11 @@ class TimerQueue:
     The waiting thread only pops due timers and hands them over, so a slow callback
     never delays another timer; when every worker is busy, fires wait in order for one.
     Threads are daemons named ``<name>`` (the waiter), ``<name>-worker`` and
-    ``<name>-watch`` (while fires wait for a worker), and exit when there is nothing left
-    to do. ``wait`` is how the waiter waits for the next due time (see :data:`Wait`), like
-    ``sched.scheduler``'s ``delayfunc``; ``None`` means the clock's own ``wait`` (real
-    seconds for the system clock, the test's hand for a manual clock). ``on_starved`` hears
+    ``<name>-watch`` (while fires wait for a worker), and exit when there has been nothing
+    to do for a while (:data:`WAITER_LINGER`; at once at shutdown). ``wait`` is how the
+    waiter waits for the next due time (see :data:`Wait`), like ``sched.scheduler``'s
+    ``delayfunc``; ``None`` means the clock's own ``wait`` (real seconds for the system
+    clock, the test's hand for a manual clock). ``on_starved`` hears
     of each fire that waited ``starved_after`` seconds for a worker (see :data:`OnStarved`).
     """
 
@@ -231,7 +237,7 @@ class TimerQueue:
             with self._cond:
                 due = self._next_due()
                 if due is None:
-                    self._waiter = None  # nothing armed: exit; call_at starts a new one
+                    self._waiter = None  # nothing armed a while: exit; call_at starts one
                     return
             self._submit(due)
 
@@ -244,7 +250,11 @@ class TimerQueue:
             while heap and heap[0][2].cancelled:
                 heapq.heappop(heap)
             if not heap:
-                return None
+                # Linger for a next timer: a job alone arms its next fire from the run,
+                # after the waiter handed this one over, and it cost a thread per fire.
+                if self._shutdown or (not self._cond.wait(WAITER_LINGER) and not self._heap):
+                    return None
+                continue
             key, _, handle = heap[0]
             remaining = key - self._clock.monotonic()
             if remaining <= 0:
