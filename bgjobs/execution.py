@@ -467,6 +467,7 @@ class BaseJobManager(BackgroundJobManager):
         # scheduled fire costs no extra query; (monotonic read time, ids).
         self._paused_seen: Tuple[float, Set[str]] = (-1e9, set())
         self._pause_refresh = threading.Lock()  # one thread at a time reads them again
+        self._paused_reread = False  # a fire answered from a stale set: read after its run
         # Guards _jobs (id -> Job, in scheduling order) and _closed. Never held across a
         # job call.
         self._jobs_lock = threading.RLock()
@@ -902,25 +903,29 @@ class BaseJobManager(BackgroundJobManager):
         ``claim``: the fire's claim, made ahead by the process leading the job's schedule
         (:meth:`StateStore.claim_fire_ahead`); without one, the fire is claimed here.
         """
-        if self._is_paused(job.id):
-            logger.debug("job %r is paused: its fire at %s does not run", job.id, scheduled_for)
-            return False
-        store = self.store
-        if (
-            store is not None
-            and scheduled_for is not None
-            and not self._claim_fire(store, job, scheduled_for, claim)
-        ):
-            logger.info(
-                "job %r: its fire at %s was already run by another process",
-                job.id,
-                scheduled_for.isoformat(),
+        try:
+            if self._is_paused(job.id, after_run=True):
+                logger.debug("job %r is paused: its fire at %s does not run", job.id, scheduled_for)
+                return False
+            store = self.store
+            if (
+                store is not None
+                and scheduled_for is not None
+                and not self._claim_fire(store, job, scheduled_for, claim)
+            ):
+                logger.info(
+                    "job %r: its fire at %s was already run by another process",
+                    job.id,
+                    scheduled_for.isoformat(),
+                )
+                return False
+            return (
+                self._run(job, scheduled=True, trigger="schedule", scheduled_for=scheduled_for)[0]
+                == "ran"
             )
-            return False
-        return (
-            self._run(job, scheduled=True, trigger="schedule", scheduled_for=scheduled_for)[0]
-            == "ran"
-        )
+        finally:
+            if self._paused_reread:
+                self._read_paused(wait=False)
 
     @staticmethod
     def _claim_fire(
@@ -1500,30 +1505,41 @@ class BaseJobManager(BackgroundJobManager):
             self._paused_seen = (-1e9, set())  # this process sees its own change at once
         logger.info("job %r %s", id, "paused" if paused else "resumed")
 
-    def _is_paused(self, job_id: str) -> bool:
+    def _is_paused(self, job_id: str, *, after_run: bool = False) -> bool:
+        """Whether ``job_id`` is paused, from a set of the store's paused jobs read at most
+        every :data:`_PAUSE_REFRESH` seconds. ``after_run``: the caller (a scheduled fire)
+        may answer from a set up to twice that old and have it read again after its run,
+        not before: a read on the fire's path made one fire a second late by a query."""
         store = self._reading_store()
         if store is self._memory:
             record = store.job(job_id)
             return record is not None and record.paused
         read_at, paused = self._paused_seen
-        now = _time.monotonic()
-        if now - read_at < _PAUSE_REFRESH:
+        age = _time.monotonic() - read_at
+        if age < _PAUSE_REFRESH:
             return job_id in paused
-        # One thread reads the store; the others go on with the set it replaces (a second
-        # old at most) rather than queue behind the writer's transaction for the same rows.
+        if after_run and age < 2 * _PAUSE_REFRESH:
+            self._paused_reread = True
+            return job_id in paused
         # With no set yet (the first fire, or right after this process paused a job),
         # everyone waits for the read.
-        never_read = read_at < 0
-        if not self._pause_refresh.acquire(blocking=never_read):
-            return job_id in paused
+        return job_id in self._read_paused(wait=read_at < 0, stale=paused)
+
+    def _read_paused(self, *, wait: bool, stale: Optional[Set[str]] = None) -> Set[str]:
+        """Read the paused jobs again if no other thread does: the others go on with the
+        set it replaces (``stale``) rather than queue behind the writer's transaction for
+        the same rows; ``wait`` to wait for a read under way instead."""
+        if not self._pause_refresh.acquire(blocking=wait):
+            return self._paused_seen[1] if stale is None else stale
         try:
             read_at, paused = self._paused_seen
             if _time.monotonic() - read_at >= _PAUSE_REFRESH:  # not read while we waited
-                paused = store.paused_jobs()
+                paused = self._reading_store().paused_jobs()
                 self._paused_seen = (_time.monotonic(), paused)
+            self._paused_reread = False
         finally:
             self._pause_refresh.release()
-        return job_id in paused
+        return paused
 
     def _housekeeping(self) -> None:
         """Mark runs whose process died ``abandoned`` (at most every few seconds)."""
