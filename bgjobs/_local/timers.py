@@ -55,12 +55,12 @@ FROZEN_RECHECK = 1.0
 to be seen within a second, not a minute."""
 
 _WORKER_IDLE_SECONDS = 30.0  # a worker with nothing to do for this long exits
+_COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
+_STEP_TOLERANCE = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
 
 WAITER_LINGER = 30.0
 """Seconds the waiting thread waits for a timer once none is armed before it exits (a
 later :meth:`TimerQueue.call_at` starts another)."""
-_COMPACT_MIN = 64  # heap size at which cancelled timers are first swept out
-_STEP_TOLERANCE = 0.5  # seconds the wall clock may move against the monotonic one unnoticed
 
 STARVED_AFTER = 1.0
 """Seconds a due fire may wait for a free worker before it is reported as starved."""
