@@ -1523,14 +1523,14 @@ class BaseJobManager(BackgroundJobManager):
             return job_id in paused
         # With no set yet (the first fire, or right after this process paused a job),
         # everyone waits for the read.
-        return job_id in self._read_paused(wait=read_at < 0, stale=paused)
+        return job_id in self._read_paused(wait=read_at < 0)
 
-    def _read_paused(self, *, wait: bool, stale: Optional[Set[str]] = None) -> Set[str]:
+    def _read_paused(self, *, wait: bool) -> Set[str]:
         """Read the paused jobs again if no other thread does: the others go on with the
-        set it replaces (``stale``) rather than queue behind the writer's transaction for
-        the same rows; ``wait`` to wait for a read under way instead."""
+        set it replaces rather than queue behind the writer's transaction for the same
+        rows; ``wait`` to wait for a read under way instead."""
         if not self._pause_refresh.acquire(blocking=wait):
-            return self._paused_seen[1] if stale is None else stale
+            return self._paused_seen[1]
         try:
             read_at, paused = self._paused_seen
             if _time.monotonic() - read_at >= _PAUSE_REFRESH:  # not read while we waited

@@ -286,10 +286,7 @@ class LocalJobManager(BaseJobManager):
             fire_at += job.policy.jitter_offset(job.id, due)
         # The clocks are read once here (the fire's wall time and its key share them).
         offset = 0.0 if schedule.wall_clock else self._clock.time() - self._clock.monotonic()
-        wall = fire_at + offset
-        # To the millisecond: an interval's wall time is converted from the monotonic
-        # clock, off by the microseconds between two reads (shown under frozen time).
-        next_run = utc_datetime(round(wall, 3))
+        next_run = self._fire_key(job, fire_at, offset)
         claim: Optional[FireClaim] = None
         store = self.store
         if store is not None and self._coordinator.claims_ahead:
@@ -311,8 +308,9 @@ class LocalJobManager(BaseJobManager):
 
     def _fire_key(self, job: Job, due: float, offset: Optional[float] = None) -> datetime:
         """The due time on the wall clock, to the millisecond: every process computes the
-        same key for one fire (an interval's monotonic due time converts with jitter).
-        ``offset``: wall minus monotonic time as the caller already read it."""
+        same key for one fire (an interval's monotonic due time converts with jitter, off by
+        the microseconds between two clock reads; shown under frozen time). Also a fire's
+        shown next run. ``offset``: wall minus monotonic time as the caller already read it."""
         wall = self._to_wall(job, due) if offset is None else due + offset
         return utc_datetime(round(wall, 3))
 

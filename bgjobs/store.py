@@ -1871,6 +1871,7 @@ _RunRow = Tuple[
     str, Optional[str], Optional[str], int, int, str,
 ]  # fmt: skip
 """A run as the ``runs`` table's columns (:data:`_RUN_COLUMNS`), times as Unix seconds."""
+_RUN_ID: Final = 0
 _JOB: Final = 1
 _STARTED: Final = 4
 _DURATION: Final = 6
@@ -1998,7 +1999,7 @@ class _Delta:
             self.job_id, self.runs, self.failures, self.skips, self.total_duration,
             self.last_run, self.last_success, self.last_failure, self.last_error,
             self.last_duration, self.last_outcome,
-            going[0] if going else None, going[_PID] if going else None,
+            going[_RUN_ID] if going else None, going[_PID] if going else None,
             going[_HOST] if going else None,
         )  # fmt: skip
 
@@ -2019,15 +2020,13 @@ _SUCCESS_UPSERT = """ ON CONFLICT (job_id) DO UPDATE SET
     last_outcome = excluded.last_outcome"""
 
 
-def _write_deltas(
-    conn: sqlite3.Connection, deltas: Iterable[_Delta], *, short: bool = True
-) -> None:
-    """Add ``deltas`` to their jobs' rows (created if missing). ``short``: successes alone
-    go through :data:`_SUCCESS_UPSERT` (the same result, fewer columns)."""
+def _write_deltas(conn: sqlite3.Connection, deltas: Iterable[_Delta]) -> None:
+    """Add ``deltas`` to their jobs' rows (created if missing); successes alone go through
+    :data:`_SUCCESS_UPSERT` (the same result, fewer columns)."""
     full: List[Tuple[object, ...]] = []
     successes: List[Tuple[object, ...]] = []
     for delta in deltas:
-        row = delta.success_row() if short else None
+        row = delta.success_row()
         if row is None:
             full.append(delta.row())
         else:
